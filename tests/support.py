@@ -1,0 +1,37 @@
+"""Helpers shared by the test tiers (importable as `support`, since tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from wakeproxy.config import Config
+from wakeproxy.server import Listening
+
+_SYSTEM_REDIS_PORT = 6379
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (never the system Redis port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != _SYSTEM_REDIS_PORT:
+            return port
+
+
+def proxy_config(**proxy_fields: object) -> Config:
+    """Defaults, listening on a free port, with `proxy_fields` replaced."""
+    base = Config()
+    fields = {"listen": "127.0.0.1:0", **proxy_fields}
+    return dataclasses.replace(base, proxy=dataclasses.replace(base.proxy, **fields))  # type: ignore[arg-type]
+
+
+def host_for(port: int, sandbox_id: str = "sbx1", domain: str = "localhost") -> str:
+    return f"{port}-{sandbox_id}.{domain}"
+
+
+StartProxy = Callable[..., AbstractAsyncContextManager[Listening]]

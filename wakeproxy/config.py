@@ -1,0 +1,267 @@
+"""One frozen, typed configuration, built from TOML, `WAKEPROXY_*` env vars and CLI flags.
+
+Precedence: flags, then environment, then file, then defaults. Every field documents its
+environment variable (`WAKEPROXY_<SECTION>_<FIELD>`, upper case) and its default.
+
+To add a setting, add a field with a default and a docstring to its section (or a new
+section dataclass to `Config`), add its range or allowed values to `CHECKS` if it has any,
+and list it in `config/wakeproxy.toml`. The loader (`wakeproxy.configload`) reads the
+schema from the dataclasses, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from wakeproxy import configload
+from wakeproxy.configload import Check
+from wakeproxy.errors import ConfigError
+
+ENV_PREFIX: Final = "WAKEPROXY"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    listen: str = "127.0.0.1:8080"
+    """host:port of the proxy listener. Env WAKEPROXY_PROXY_LISTEN, flag --proxy-listen."""
+    domains: tuple[str, ...] = ("localhost",)
+    """Domains whose `<port>-<id>.<domain>` hosts are proxied. Env: comma-separated."""
+    sandbox_id_pattern: str = "[a-z0-9]{1,64}"
+    """Full-match regular expression every sandbox id must satisfy."""
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs whose X-Forwarded-* headers are believed (e.g. the front load balancer)."""
+    workers: int = 1
+    """Processes sharing the listener through SO_REUSEPORT. Flag --workers."""
+    shutdown_grace: float = 10.0
+    """Seconds in-flight requests get to finish after SIGTERM/SIGINT."""
+    connect_timeout: float = 5.0
+    """Seconds to open a connection to an upstream port."""
+    response_timeout: float = 60.0
+    """Seconds an upstream may take to send its response head (504 after)."""
+    idle_timeout: float = 75.0
+    """Seconds an idle client keep-alive connection is kept open."""
+    upstream_connections: int = 256
+    """Pooled upstream connections per upstream address (kept alive and reused)."""
+    websocket_max_message: int = 64 * 1024 * 1024
+    """Largest WebSocket message relayed, in bytes (a message is held whole while relayed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: str = "127.0.0.1:9091"
+    """host:port of /healthz, /readyz and /metrics. Flag --admin-listen."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    kind: str = "static"
+    """Which backend answers for sandboxes: `static` (a fixed upstream host); later `local`, `http`.
+
+    Allowed values are listed in `CHECKS` and grow as drivers land.
+    """
+    static_host: str = "127.0.0.1"
+    """`static`: every port of every sandbox is this host's same-numbered port."""
+    static_sandboxes: tuple[str, ...] = ()
+    """`static`: the sandbox ids that exist (all running); empty means every valid id."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    """debug, info, warning or error."""
+    format: str = "json"
+    """Access and event log format: `json` or `text`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# --- allowed values -----------------------------------------------------------------------
+# Each check takes a converted value (never None) and returns why it is wrong, or None.
+
+
+def _at_least(minimum: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum}, got {value!r}"
+
+    return check
+
+
+def _above(minimum: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if value > minimum else f"must be greater than {minimum}, got {value!r}"
+
+    return check
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(allowed)}; got {value!r}"
+
+    return check
+
+
+def _each(item_check: Check) -> Check:
+    """Applies `item_check` (whose reason names the bad value) to every element of a tuple."""
+
+    def check(values: tuple[object, ...]) -> str | None:
+        reasons = [item_check(value) for value in values]
+        return "; ".join(reason for reason in reasons if reason is not None) or None
+
+    return check
+
+
+_HOST_NAME: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        return ":" in host and _is_ip(host[1:-1])
+    return _is_ip(host) or _HOST_NAME.fullmatch(host) is not None
+
+
+def _port_problem(port: str) -> str | None:
+    # The length test keeps int() away from absurdly long digit strings, which it refuses.
+    if port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535:
+        return None
+    return f"port must be a number from 0 to 65535, got {port!r}"
+
+
+def _host(value: str) -> str | None:
+    return None if _is_host(value) else f"expected a host name or IP address, got {value!r}"
+
+
+def _host_port(value: str) -> str | None:
+    """`host:port`, port 0-65535 (0: any free port); IPv6 in brackets; no host: all interfaces."""
+    name, colon, port = value.rpartition(":")
+    if not colon:
+        return f"expected host:port (like 127.0.0.1:8080), got {value!r}"
+    if ":" in name and not name.startswith("["):
+        return f"write an IPv6 host in brackets (like [::1]:8080), got {value!r}"
+    if name and not _is_host(name):
+        return f"expected a host name or IP address before the port, got {name!r}"
+    return _port_problem(port)
+
+
+def _domain(value: str) -> str | None:
+    """A DNS name, optionally with `:port` (`example.com`, `localhost:8080`)."""
+    name, colon, port = value.partition(":")
+    if _HOST_NAME.fullmatch(name) is None or (colon and _port_problem(port)):
+        return f"expected a domain name like example.com or localhost:8080, got {value!r}"
+    return None
+
+
+def _regex(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"not a valid regular expression: {exc}"
+    return None
+
+
+def _network(value: str) -> str | None:
+    """An IP network in CIDR notation; a bare address means that one address."""
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        return f"not a valid CIDR network: {exc}"
+    return None
+
+
+CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
+    {
+        "proxy.listen": _host_port,
+        "proxy.domains": _each(_domain),
+        "proxy.sandbox_id_pattern": _regex,
+        "proxy.trusted_proxies": _each(_network),
+        "proxy.workers": _at_least(1),
+        "proxy.shutdown_grace": _at_least(0),
+        "proxy.connect_timeout": _above(0),
+        "proxy.response_timeout": _above(0),
+        "proxy.idle_timeout": _at_least(0),
+        "proxy.upstream_connections": _at_least(1),
+        # aiohttp reads 0 as "no limit", which would let one message exhaust memory.
+        "proxy.websocket_max_message": _at_least(1),
+        "admin.listen": _host_port,
+        # Grows as backend drivers land, so a kind nothing implements fails at load time.
+        "backend.kind": _one_of("static"),
+        "backend.static_host": _host,
+        "log.level": _one_of("debug", "info", "warning", "error"),
+        "log.format": _one_of("json", "text"),
+    }
+)
+"""Allowed values per setting key path (list items without indexes: `wake.no_wake.path`)."""
+
+
+def _contradictions(config: Config) -> list[tuple[str, str]]:
+    """Problems between settings that are each valid on their own."""
+    pattern = re.compile(config.proxy.sandbox_id_pattern)
+    return [
+        ("backend.static_sandboxes", f"{sandbox_id!r} does not match proxy.sandbox_id_pattern")
+        for sandbox_id in config.backend.static_sandboxes
+        if pattern.fullmatch(sandbox_id) is None
+    ]
+
+
+# --- public API -------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+) -> Config:
+    """The effective configuration: flags, then env, then the TOML file at `path`, then defaults.
+
+    `env` defaults to `os.environ`; every `WAKEPROXY_*` name in it must be a setting.
+    `flags` maps key paths (`"proxy.listen"`) to typed values or strings; None means
+    the flag was not given. Raises `ConfigError` listing every problem found.
+    """
+    config = configload.load(
+        Config,
+        path=path,
+        env=os.environ if env is None else env,
+        flags=flags or {},
+        prefix=ENV_PREFIX,
+        checks=CHECKS,
+    )
+    problems = _contradictions(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def config_to_toml(config: Config) -> str:
+    """TOML text that `load_config` reads back into an equal `Config`."""
+    return configload.to_toml(config)
+
+
+def check_config_command(path: str, env: Mapping[str, str]) -> tuple[int, str]:
+    """`wakeproxy check-config FILE`: exit status and the text to print.
+
+    0 and the effective configuration as TOML, or 1 and one `key.path: reason` line per problem.
+    """
+    try:
+        config = load_config(path, env)
+    except ConfigError as exc:
+        return 1, "\n".join(f"{key}: {reason}" for key, reason in exc.problems)
+    return 0, config_to_toml(config).rstrip("\n")

@@ -1,0 +1,128 @@
+"""The one exception tree of wakeproxy.
+
+    WakeproxyError
+    ├── ConfigError                 bad configuration (key path + reason)
+    └── ProxyError                  something the proxy answers a client with
+        ├── RouteError              malformed host, sandbox id or port          → 400
+        │   └── UnknownHost         Host under none of the configured domains  → 404
+        ├── Forbidden               traffic token missing or wrong             → 403
+        ├── BackendError            raised by a `Backend`, translated at its edge
+        │   ├── NotFound            sandbox unknown or killed                  → 502
+        │   ├── NotAllowed          paused with auto-resume off, bad creds     → 409
+        │   ├── Conflict            still transitioning                        → 503
+        │   ├── Unavailable         backend down or timed out                  → 503
+        │   └── LimitExceeded       backend refuses more work                  → 503
+        ├── Overloaded              held-request limit or no-wake rule         → 503
+        ├── WakeTimeout             wake still running at the hold deadline    → 503
+        ├── PortNotOpen             upstream refused the connection            → 502
+        └── UpstreamTimeout         upstream did not answer in time            → 504
+
+Every `ProxyError` carries the HTTP status and a message that tells the client what
+to do; `wakeproxy.proxy.responses` renders it as JSON or as a small HTML page.
+Library errors (`aiohttp.ClientError`, `redis.RedisError`, `OSError`) are translated
+into this tree where they enter wakeproxy's code, never further in.
+"""
+
+from __future__ import annotations
+
+
+class WakeproxyError(Exception):
+    """Base of every error wakeproxy raises on purpose."""
+
+
+class ConfigError(WakeproxyError):
+    """A configuration value is missing, malformed or contradicts another."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+
+
+class ProxyError(WakeproxyError):
+    """An error the proxy answers the client with, instead of forwarding."""
+
+    status: int = 502
+    reason: str = "proxy_error"
+    retry_after: float | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sandbox_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sandbox_id = sandbox_id
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class RouteError(ProxyError):
+    status = 400
+    reason = "bad_request"
+
+
+class UnknownHost(RouteError):
+    status = 404
+    reason = "unknown_host"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    reason = "forbidden"
+
+
+class BackendError(ProxyError):
+    """Raised by backends; the subclass says how the proxy answers."""
+
+
+class NotFound(BackendError):
+    status = 502
+    reason = "sandbox_not_found"
+
+
+class NotAllowed(BackendError):
+    status = 409
+    reason = "sandbox_paused"
+
+
+class Conflict(BackendError):
+    status = 503
+    reason = "sandbox_transitioning"
+    retry_after = 1.0
+
+
+class Unavailable(BackendError):
+    status = 503
+    reason = "backend_unavailable"
+    retry_after = 2.0
+
+
+class LimitExceeded(BackendError):
+    status = 503
+    reason = "limit_exceeded"
+    retry_after = 5.0
+
+
+class Overloaded(ProxyError):
+    status = 503
+    reason = "overloaded"
+    retry_after = 2.0
+
+
+class WakeTimeout(ProxyError):
+    status = 503
+    reason = "wake_in_progress"
+    retry_after = 2.0
+
+
+class PortNotOpen(ProxyError):
+    status = 502
+    reason = "port_not_open"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    reason = "upstream_timeout"

@@ -1,0 +1,130 @@
+"""Runs one proxy process: owns its listener, upstream client and shutdown order.
+
+Shutdown order (SIGTERM/SIGINT): stop accepting, end WebSocket sessions with 1001,
+let in-flight requests finish within the grace period, then close upstream pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from wakeproxy.backends.base import Backend
+from wakeproxy.config import Config, ProxyConfig
+from wakeproxy.gateway import Gateway
+from wakeproxy.proxy.front import ProxyFront
+from wakeproxy.proxy.headers import ForwardedRules
+from wakeproxy.proxy.http_relay import HttpRelay
+from wakeproxy.proxy.ws_relay import WebSocketRelay
+from wakeproxy.routing import Router
+
+log = logging.getLogger("wakeproxy")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _upstream_session(config: ProxyConfig) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=config.upstream_connections,
+        keepalive_timeout=30.0,
+        force_close=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        # sock_read bounds silence from the upstream (before the head or between body
+        # chunks), like nginx's proxy_read_timeout; no total limit for long streams.
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.response_timeout
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+@asynccontextmanager
+async def running_proxy(
+    config: Config, backend: Backend, *, reuse_port: bool = False
+) -> AsyncIterator[Listening]:
+    """Serve the proxy until the block exits, then shut down gracefully."""
+    settings = config.proxy
+    rules = ForwardedRules(settings.trusted_proxies)
+    open_relays: set[asyncio.Task[object]] = set()
+    async with _upstream_session(settings) as session:
+        front = ProxyFront(
+            Router(settings.domains, settings.sandbox_id_pattern),
+            Gateway(backend),
+            HttpRelay(session, rules),
+            WebSocketRelay(session, rules, open_relays, settings.websocket_max_message),
+        )
+        server = web.Server(
+            front.handle,
+            handler_cancellation=True,
+            keepalive_timeout=settings.idle_timeout,
+            access_log=None,
+        )
+        runner = web.ServerRunner(server, shutdown_timeout=settings.shutdown_grace)
+        await runner.setup()
+        host, port = split_listen(settings.listen)
+        sock = _listening_socket(host, port, reuse_port)
+        site = web.SockSite(runner, sock)
+        await site.start()
+        bound = sock.getsockname()
+        try:
+            yield Listening(host=bound[0], port=bound[1])
+        finally:
+            await _shut_down(runner, site, open_relays)
+
+
+async def _shut_down(
+    runner: web.BaseRunner, site: web.BaseSite, open_relays: set[asyncio.Task[object]]
+) -> None:
+    await site.stop()
+    for task in list(open_relays):
+        task.cancel()
+    if open_relays:
+        await asyncio.wait(list(open_relays), timeout=5.0)
+    await runner.cleanup()
+
+
+async def serve_until_signalled(config: Config, backend: Backend, *, reuse_port: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_proxy(config, backend, reuse_port=reuse_port) as proxy:
+        log.info("proxy listening", extra={"event": "listening", "url": proxy.url})
+        await stop.wait()
+        log.info("shutting down", extra={"event": "shutdown"})

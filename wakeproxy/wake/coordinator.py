@@ -1,0 +1,337 @@
+"""The hold-and-wake coordinator: carries out what the per-sandbox machines decide.
+
+`acquire()` is the one entry point of the request path. A running sandbox found in the
+hot-path cache is answered with one dict lookup, without awaiting anything. Otherwise the
+request becomes a `RequestArrived` event for the sandbox's `SandboxMachine`, and the
+coordinator carries out the decisions that come back: it answers or holds requests, and
+starts the background jobs (look up, resume, watch a transition, probe a port) whose
+results it feeds back as events.
+
+Every change of state happens synchronously in `_dispatch`, between awaits, so there is
+no lock and nothing is held across an await. Jobs are owned: kept in a set, deduplicated
+per sandbox (one resume, one watcher, one prober per port), cancelled by `close()`. A
+waiter owns only its future and its deadline timer; cancelling it (the client left)
+removes it from its machine and leaves the wake running for everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeAlias
+
+from wakeproxy.backends.base import Backend, SandboxInfo, Upstream
+from wakeproxy.errors import Unavailable
+from wakeproxy.wake.activity import ActivityBuffer
+from wakeproxy.wake.cache import Acquired, RouteCache
+from wakeproxy.wake.events import (
+    Cache,
+    ClientGone,
+    Decision,
+    Event,
+    Forward,
+    Hold,
+    HoldExpired,
+    Invalidated,
+    Lookup,
+    ProbePort,
+    Reject,
+    RequestArrived,
+    ServeWaitingPage,
+    StartResume,
+    StillWaking,
+    Uncache,
+    WaitForTransition,
+)
+from wakeproxy.wake.jobs import Probe, WakeJobs
+from wakeproxy.wake.machine import SandboxMachine
+from wakeproxy.wake.recorder import NullRecorder, Recorder
+from wakeproxy.wake.settings import WakeSettings
+from wakeproxy.wake.table import Phase
+
+log = logging.getLogger(__name__)
+
+_Outcome: TypeAlias = Forward | Reject | ServeWaitingPage
+_Job: TypeAlias = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    arrived: float
+    future: asyncio.Future[_Outcome]
+    timer: asyncio.TimerHandle | None = None
+    held: bool = False
+
+
+class WakeCoordinator:
+    """Holds requests for sleeping sandboxes and wakes each sandbox once."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        probe: Probe,
+        settings: WakeSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.settings = settings or WakeSettings()
+        self._backend = backend
+        self._clock = clock
+        self._recorder: Recorder = recorder or NullRecorder()
+        self._work = WakeJobs(
+            backend,
+            probe,
+            self.settings,
+            clock,
+            self._recorder,
+            report=self._dispatch,
+            phase=self.phase,
+            upstream=self._upstream,
+        )
+        self._activity = ActivityBuffer(backend.touch, wall_clock, self.settings.activity_batch)
+        self._machines: dict[str, SandboxMachine] = {}
+        self._cache = RouteCache(clock)
+        self._waiters: dict[int, _Waiter] = {}
+        self._ready_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._jobs: dict[tuple[str, str | int], asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rids = itertools.count()
+        self._held_total = 0
+        self._closed = False
+
+    # -- the request path -----------------------------------------------------------------
+
+    def cached(self, sandbox_id: str, port: int) -> Acquired | None:
+        """The hot path: the answer for a running sandbox in the cache, else None."""
+        return self._cache.get(sandbox_id, port)
+
+    async def acquire(
+        self, sandbox_id: str, port: int, *, navigation: bool = False, wake_allowed: bool = True
+    ) -> Acquired:
+        """Where to forward a request for `port` of `sandbox_id`, waking the sandbox if needed.
+
+        Raises a `ProxyError`: `NotFound`, `NotAllowed`, `Overloaded` (held-request limit,
+        or `wake_allowed=False` while the sandbox is not running), `WakeTimeout` (its
+        subclass `StillWaking` for a `navigation` held `navigation_hold`), `PortNotOpen`,
+        `Conflict` or `Unavailable`.
+        """
+        hit = self._cache.get(sandbox_id, port)
+        if hit is not None:
+            return hit
+        if self._closed:
+            raise Unavailable("wakeproxy is shutting down", sandbox_id=sandbox_id)
+        now = self._clock()
+        rid = next(self._rids)
+        waiter = _Waiter(now, asyncio.get_running_loop().create_future())
+        self._waiters[rid] = waiter
+        deadline = now + self.settings.hold_timeout
+        try:
+            self._dispatch(
+                sandbox_id,
+                RequestArrived(rid, port, deadline, navigation, wake_allowed, self._held_total),
+            )
+            outcome = await waiter.future
+        except asyncio.CancelledError:
+            self._dispatch(sandbox_id, ClientGone(rid))
+            raise
+        finally:
+            del self._waiters[rid]
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+        return await self._carry_out(sandbox_id, port, waiter, outcome)
+
+    async def _carry_out(
+        self, sandbox_id: str, port: int, waiter: _Waiter, outcome: _Outcome
+    ) -> Acquired:
+        match outcome:
+            case Forward(info=info, triggered=triggered):
+                upstream = await self._upstream(sandbox_id, info, port)
+                held_for = self._clock() - waiter.arrived if waiter.held else 0.0
+                return Acquired(upstream, info, held_for, triggered)
+            case Reject(error=error, message=message, retry_after=retry_after):
+                raise error(message, sandbox_id=sandbox_id, retry_after=retry_after)
+            case ServeWaitingPage(message=message):
+                raise StillWaking(message, sandbox_id=sandbox_id)
+
+    async def _upstream(self, sandbox_id: str, info: SandboxInfo, port: int) -> Upstream:
+        upstream = self._cache.upstream(sandbox_id, info, port)
+        if upstream is None:
+            upstream = await self._backend.upstream(info, port)
+            self._cache.add_upstream(sandbox_id, info, port, upstream)
+        return upstream
+
+    def invalidate(self, sandbox_id: str) -> None:
+        """Forget what is known: an upstream connect was refused or reset before any byte."""
+        self._cache.forget(sandbox_id)
+        if sandbox_id in self._machines:
+            self._dispatch(sandbox_id, Invalidated())
+
+    async def wait_ready(self, sandbox_id: str) -> None:
+        """Return once no lookup or wake is under way for the sandbox (for a long poll).
+
+        It returns whether the wake succeeded or failed: the page that waits reloads and
+        its request gets the real answer. Callers bound the wait with their own timeout.
+        """
+        machine = self._machines.get(sandbox_id)
+        if machine is None or machine.settled:
+            return
+        future = asyncio.get_running_loop().create_future()
+        waiters = self._ready_waiters.setdefault(sandbox_id, set())
+        waiters.add(future)
+        try:
+            await future
+        finally:
+            waiters.discard(future)
+            if not waiters and self._ready_waiters.get(sandbox_id) is waiters:
+                del self._ready_waiters[sandbox_id]
+
+    def held(self, sandbox_id: str) -> int:
+        machine = self._machines.get(sandbox_id)
+        return 0 if machine is None else machine.held
+
+    @property
+    def held_total(self) -> int:
+        return self._held_total
+
+    def phase(self, sandbox_id: str) -> Phase | None:
+        machine = self._machines.get(sandbox_id)
+        return None if machine is None else machine.phase
+
+    # -- activity -------------------------------------------------------------------------
+
+    def record_activity(self, sandbox_id: str) -> None:
+        """O(1); flushed to `Backend.touch` in the background, at most once a second each."""
+        self._activity.record(sandbox_id)
+
+    async def flush_activity(self) -> int:
+        """Report pending activity now; return how many sandboxes were reported."""
+        return await self._activity.flush()
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _dispatch(self, sandbox_id: str, event: Event) -> None:
+        machine = self._machines.get(sandbox_id)
+        if machine is None:
+            machine = self._machines[sandbox_id] = SandboxMachine(sandbox_id, self.settings)
+        before = machine.held
+        for decision in machine.handle(event, self._clock()):
+            self._apply(sandbox_id, decision)
+        if machine.held != before:
+            self._held_total += machine.held - before
+            self._recorder.held_changed(self._held_total)
+        if machine.settled and sandbox_id in self._ready_waiters:
+            for future in self._ready_waiters.pop(sandbox_id):
+                if not future.done():
+                    future.set_result(None)
+
+    def _apply(self, sandbox_id: str, decision: Decision) -> None:
+        match decision:
+            case Forward() | Reject() | ServeWaitingPage():
+                waiter = self._waiters.get(decision.rid)
+                if waiter is not None and not waiter.future.done():
+                    waiter.future.set_result(decision)
+            case Hold(rid=rid, until=until, joined=joined):
+                self._hold(sandbox_id, rid, until)
+                if joined:
+                    self._recorder.joined()
+            case Lookup():
+                self._spawn(None, lambda: self._work.look_up(sandbox_id))
+            case StartResume():
+                self._spawn((sandbox_id, "resume"), lambda: self._work.resume(sandbox_id))
+            case WaitForTransition():
+                watch = self._work.watch_transition
+                self._spawn((sandbox_id, "watch"), lambda: watch(sandbox_id))
+            case ProbePort(port=port, info=info):
+                await_port = self._work.await_port
+                self._spawn((sandbox_id, port), lambda: await_port(sandbox_id, info, port))
+            case Cache(info=info, fresh_until=fresh_until):
+                self._cache.set_running(sandbox_id, info, fresh_until)
+            case Uncache():
+                self._cache.set_not_running(sandbox_id)
+
+    def _hold(self, sandbox_id: str, rid: int, until: float) -> None:
+        waiter = self._waiters[rid]
+        waiter.held = True
+        delay = max(0.0, until - self._clock())
+        loop = asyncio.get_running_loop()
+        waiter.timer = loop.call_later(delay, self._dispatch, sandbox_id, HoldExpired(rid))
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _spawn(self, key: tuple[str, str | int] | None, job: _Job) -> None:
+        """Run `job` as an owned task; with a `key`, not while one with that key runs."""
+        if self._closed or (key is not None and key in self._jobs):
+            return
+        task = asyncio.get_running_loop().create_task(job())
+        self._tasks.add(task)
+        if key is not None:
+            self._jobs[key] = task
+        task.add_done_callback(functools.partial(self._job_done, key))
+
+    def _job_done(self, key: tuple[str, str | int] | None, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if key is not None and self._jobs.get(key) is task:
+            del self._jobs[key]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("wake job %s failed", key, exc_info=exc)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background flush of activity and the sweep of idle entries."""
+        self._spawn(("", "housekeeping"), self._housekeeping)
+
+    async def close(self) -> None:
+        """Stop every job, answer every held request with 503, flush the activity."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for rid, waiter in self._waiters.items():
+            if not waiter.future.done():
+                waiter.future.set_result(Reject(rid, Unavailable, "wakeproxy is shutting down"))
+        for futures in self._ready_waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self._machines.clear()
+        self._cache.clear()
+        if self._held_total:
+            self._held_total = 0
+            self._recorder.held_changed(0)
+        await self._activity.flush()
+
+    async def __aenter__(self) -> WakeCoordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.activity_interval)
+            await self._activity.flush()
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Drop machines that hold nothing worth keeping (e.g. expired unknown ids)."""
+        now = self._clock()
+        idle = [sid for sid, machine in self._machines.items() if machine.disposable(now)]
+        for sandbox_id in idle:
+            del self._machines[sandbox_id]
+            self._cache.forget(sandbox_id)
