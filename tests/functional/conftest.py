@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
+from proxy_process import ProxyProcess
 from support import StartProxy, proxy_config
 
 from wakeproxy.backends.base import Backend
@@ -30,3 +32,18 @@ async def proxy(start_proxy: StartProxy) -> AsyncIterator[Listening]:
     """A proxy with the static backend: `<port>-<id>.localhost` → 127.0.0.1:<port>."""
     async with start_proxy() as running:
         yield running
+
+
+@pytest.fixture
+def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+    """`proxy_process(*serve_args)` starts `wakeproxy serve` in its own process."""
+    started: list[ProxyProcess] = []
+
+    def start(*args: str) -> ProxyProcess:
+        process = ProxyProcess(*args, log_dir=tmp_path)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()

@@ -101,6 +101,9 @@ class SandboxMachine:
     def held(self) -> int:
         return len(self._held)
 
+    def holds(self, rid: int) -> bool:
+        return rid in self._held
+
     @property
     def settled(self) -> bool:
         """True when no lookup or wake is under way (a waiting page may reload now)."""
