@@ -19,9 +19,11 @@ what the proxy forwarded. Every endpoint accepts any method, HEAD included, unle
     Answers with that status. 204 and 304 (and any HEAD) carry no body; 301/302/303/307/308
     carry ``Location: /headers``; 304 carries an ETag. A 1xx code other than 101 is sent as
     an interim response (103 with a ``Link`` header) followed by a final 200.
-``/sse?n=K&interval=S``
+``/sse?n=K&interval=S[&step=1]``
     K Server-Sent Events S seconds apart, each written as soon as it is made:
-    ``id: i`` and ``data: {"i": i, "sent": time.monotonic()}``.
+    ``id: i`` and ``data: {"i": i, "sent": time.monotonic()}``. With ``step=1`` each event
+    after the first waits for `Upstream.sse_step` instead of S seconds, so a test decides
+    when the next one is sent. `Upstream.sse_sent` counts the events written so far.
 ``/slow?delay=S``
     Sends the head only after S seconds. If the client goes away first the handler is
     cancelled and `Upstream.cancelled` / `Upstream.cancelled_event` record it.
@@ -32,7 +34,8 @@ what the proxy forwarded. Every endpoint accepts any method, HEAD included, unle
 ``/abort?after=N``
     Promises a longer body, sends N pattern bytes, then drops the connection.
 
-Every request is counted in ``hits["METHOD /path"]`` and recorded in ``seen``.
+Every request is counted in ``hits["METHOD /path"]`` and recorded in ``seen``, with the
+number of the TCP connection that carried it; `Upstream.connections` counts those connections.
 `Upstream.refuse_connections` closes the listening socket (the port then refuses
 connections) and `Upstream.accept_connections` listens on the same port again.
 """
@@ -82,6 +85,7 @@ class SeenRequest:
     path: str  # raw request target, query included
     host: str | None
     headers: tuple[tuple[str, str], ...]  # wire order and spelling
+    connection: int = 0  # which TCP connection carried it: 1 for the first one, and so on
 
 
 class Upstream:
@@ -94,6 +98,8 @@ class Upstream:
         self.count = 0
         self.hits: Counter[str] = Counter()
         self.seen: list[SeenRequest] = []
+        self.sse_sent = 0
+        self._sse_steps = asyncio.Semaphore(0)
         self.slow_started = 0
         self.slow_completed = 0
         self.cancelled = 0
@@ -104,6 +110,8 @@ class Upstream:
         self.ws_close_codes: list[int] = []  # close codes sent by clients, in order
         self.ws_close_reasons: list[str] = []
         self._changed = asyncio.Event()
+        # Held, not weakly referenced, so no id is reused while the upstream lives.
+        self._connections: list[object] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
@@ -118,6 +126,15 @@ class Upstream:
     @property
     def requests(self) -> int:
         return sum(self.hits.values())
+
+    @property
+    def connections(self) -> int:
+        """TCP connections that have carried at least one request."""
+        return len(self._connections)
+
+    def sse_step(self) -> None:
+        """Let one waiting ``/sse?step=1`` stream write its next event."""
+        self._sse_steps.release()
 
     @property
     def listening(self) -> bool:
@@ -236,10 +253,18 @@ class Upstream:
                 request.raw_path,
                 request.headers.get("Host"),
                 _wire_headers(request),
+                self._connection_number(request.protocol),
             )
         )
         self._notify()
         return await handler(request)
+
+    def _connection_number(self, connection: object) -> int:
+        for number, known in enumerate(self._connections, start=1):
+            if known is connection:
+                return number
+        self._connections.append(connection)
+        return len(self._connections)
 
     async def _echo(self, request: web.Request) -> web.StreamResponse:
         content_type = request.headers.get("Content-Type", "application/octet-stream")
@@ -311,16 +336,21 @@ class Upstream:
     async def _sse(self, request: web.Request) -> web.StreamResponse:
         count = _query(request, "n", int, 3)
         interval = _query(request, "interval", float, 0.1)
+        stepped = request.query.get("step") == "1"
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
         request.writer.send_headers()
         for index in range(count if request.method != "HEAD" else 0):
-            if index:
+            if index and stepped:
+                await self._sse_steps.acquire()
+            elif index:
                 await asyncio.sleep(interval)
             data = json.dumps({"i": index, "sent": time.monotonic()})
             await response.write(f"id: {index}\ndata: {data}\n\n".encode())
+            self.sse_sent += 1
+            self._notify()
         await response.write_eof()
         return response
 

@@ -15,13 +15,14 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Final
 
 from wakeproxy import configload
 from wakeproxy.configload import Check
 from wakeproxy.errors import ConfigError
+from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
 
@@ -85,6 +86,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    wake: WakeSettings = field(default_factory=WakeSettings)
 
 
 # --- allowed values -----------------------------------------------------------------------
@@ -187,6 +189,13 @@ def _network(value: str) -> str | None:
     return None
 
 
+# Every number of the wake engine is a duration, a delay or a limit: all must be positive.
+_WAKE_NUMBERS: Final = tuple(
+    setting.name
+    for setting in fields(WakeSettings)
+    if isinstance(setting.default, int | float) and not isinstance(setting.default, bool)
+)
+
 CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
     {
         "proxy.listen": _host_port,
@@ -207,6 +216,7 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "backend.static_host": _host,
         "log.level": _one_of("debug", "info", "warning", "error"),
         "log.format": _one_of("json", "text"),
+        **{f"wake.{name}": _above(0) for name in _WAKE_NUMBERS},
     }
 )
 """Allowed values per setting key path (list items without indexes: `wake.no_wake.path`)."""

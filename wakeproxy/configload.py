@@ -365,7 +365,10 @@ class _Reader:
                 ok = False
         if not ok:
             raise _Reported
-        return cls(**given)
+        try:
+            return cls(**given)
+        except ValueError as exc:  # a table type may validate its fields as a whole
+            raise _Invalid(str(exc)) from exc
 
 
 def _scalar(hint: Any, raw: object, text: bool) -> object:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from wakeproxy.backends.base import Backend
+from wakeproxy.backends.base import Backend, watch_backend
 from wakeproxy.config import Config, ProxyConfig
 from wakeproxy.gateway import Gateway
 from wakeproxy.proxy.front import ProxyFront
@@ -25,8 +25,10 @@ from wakeproxy.proxy.headers import ForwardedRules
 from wakeproxy.proxy.http_relay import HttpRelay
 from wakeproxy.proxy.ws_relay import WebSocketRelay
 from wakeproxy.routing import Router
+from wakeproxy.wake import WakeCoordinator, connect_probe
 
 log = logging.getLogger("wakeproxy")
+_READ_BUFSIZE = 64 * 1024
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -82,10 +84,12 @@ async def running_proxy(
     settings = config.proxy
     rules = ForwardedRules(settings.trusted_proxies)
     open_relays: set[asyncio.Task[object]] = set()
-    async with _upstream_session(settings) as session:
+    coordinator = WakeCoordinator(backend, connect_probe, config.wake)
+    watch_backend(backend, coordinator)
+    async with _upstream_session(settings) as session, coordinator:
         front = ProxyFront(
             Router(settings.domains, settings.sandbox_id_pattern),
-            Gateway(backend),
+            Gateway(coordinator, config.wake.no_wake),
             HttpRelay(session, rules),
             WebSocketRelay(session, rules, open_relays, settings.websocket_max_message),
         )
@@ -94,6 +98,9 @@ async def running_proxy(
             handler_cancellation=True,
             keepalive_timeout=settings.idle_timeout,
             access_log=None,
+            # A held upload is read no further than this until it is forwarded; the rest
+            # waits in the client's socket buffers (TCP back-pressure), not in our memory.
+            read_bufsize=_READ_BUFSIZE,
         )
         runner = web.ServerRunner(server, shutdown_timeout=settings.shutdown_grace)
         await runner.setup()

@@ -226,6 +226,27 @@ async def test_sse_events_arrive_one_by_one(
         assert arrived < sent_next, "an event was held back until the next one was sent"
 
 
+async def test_sse_step_mode_sends_each_next_event_only_when_told(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    async with session.get(upstream.url + "/sse?n=3&step=1") as response:
+        for index in range(3):
+            raw = await response.content.readuntil(b"\n\n")
+            assert raw.startswith(f"id: {index}\n".encode())
+            assert upstream.sse_sent == index + 1
+            upstream.sse_step()
+        assert await response.read() == b""
+
+
+async def test_requests_record_the_connection_that_carried_them(upstream: Upstream) -> None:
+    async with aiohttp.ClientSession() as first, aiohttp.ClientSession() as second:
+        for client in (first, first, second, first):
+            async with client.get(upstream.url + "/count") as response:
+                await response.read()
+    assert [seen.connection for seen in upstream.seen] == [1, 1, 2, 1]
+    assert upstream.connections == 2
+
+
 async def test_slow_records_that_a_client_disconnect_cancelled_it(
     upstream: Upstream, session: aiohttp.ClientSession
 ) -> None:

@@ -88,8 +88,8 @@ def forwarded(decisions: list[Decision]) -> dict[int, Forward]:
     return {d.rid: d for d in decisions if isinstance(d, Forward)}
 
 
-def of_type(decisions: list[Decision], kind: type[Decision]) -> list[Decision]:
-    return [d for d in decisions if isinstance(d, kind)]
+def pages(decisions: list[Decision]) -> list[int]:
+    return [d.rid for d in decisions if isinstance(d, ServeWaitingPage)]
 
 
 # -- setting a machine up, through its own events ---------------------------------------------
@@ -133,7 +133,9 @@ SETUPS: dict[str, tuple[Phase, Setup]] = {
     ),
     "readying": (
         Phase.READYING,
-        feed(arrive(1), BackendReported(info(S.PAUSED)), ResumeSucceeded(info(S.RUNNING, version=2))),
+        feed(
+            arrive(1), BackendReported(info(S.PAUSED)), ResumeSucceeded(info(S.RUNNING, version=2))
+        ),
     ),
     "readying, two ports": (
         Phase.READYING,
@@ -201,7 +203,7 @@ def test_every_phase_and_event_stays_on_the_table() -> None:
             assert m.held == 0 or m.phase not in RESTING, (setup_name, sample_name)
             # Every request is accounted for: still held, or answered exactly once.
             answers = [*forwarded(decisions), *rejected(decisions)]
-            answers += [d.rid for d in of_type(decisions, ServeWaitingPage)]  # type: ignore[attr-defined]
+            answers += pages(decisions)
             arrived = isinstance(event, RequestArrived)
             assert held_before + arrived == m.held + len(answers) + left, (setup_name, sample_name)
             seen.add((phase, type(event), m.phase))
@@ -212,4 +214,432 @@ def test_every_phase_and_event_stays_on_the_table() -> None:
         for target in targets
     }
     assert listed - seen == set(), "table entries no walk reached"
-    assert set(SETUPS[name][0] for name in SETUPS) == set(Phase)
+    assert {SETUPS[name][0] for name in SETUPS} == set(Phase)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def running_machine(now: float = 0.0) -> SandboxMachine:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(BackendReported(info(S.RUNNING)), now)
+    return m
+
+
+def test_unknown_sandbox_is_looked_up_once_and_found_running() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    assert m.handle(arrive(1), 0.0) == [Hold(1, 60.0), Lookup()]
+    assert m.handle(arrive(2, 0.5), 0.5) == [Hold(2, 60.5)]  # joins the lookup in flight
+    running = info(S.RUNNING)
+    decisions = m.handle(BackendReported(running), 1.0)
+    assert decisions == [Forward(1, running), Forward(2, running), Cache(running, 6.0)]
+    assert (m.phase, m.held) == (Phase.RUNNING, 0)
+
+
+def test_running_forwards_without_the_backend_until_stale_then_refreshes_once() -> None:
+    m = running_machine()
+    assert m.handle(arrive(1, 4.9), 4.9) == [Forward(1, info(S.RUNNING))]
+    # Stale: still forwarded at once, and exactly one background refresh starts.
+    assert m.handle(arrive(2, 5.0), 5.0) == [Forward(2, info(S.RUNNING)), Lookup()]
+    assert m.handle(arrive(3, 5.1), 5.1) == [Forward(3, info(S.RUNNING))]
+    assert m.handle(BackendReported(info(S.RUNNING)), 5.2) == [Cache(info(S.RUNNING), 10.2)]
+    assert not m.refreshing
+
+
+def test_a_refresh_that_fails_keeps_a_running_sandbox_served() -> None:
+    m = running_machine()
+    m.handle(arrive(1, 6.0), 6.0)
+    assert m.handle(LookupFailed(Failure.TRANSIENT, "down"), 6.5) == [Cache(info(S.RUNNING), 11.5)]
+    assert m.phase is Phase.RUNNING
+    assert m.handle(arrive(2, 7.0), 7.0) == [Forward(2, info(S.RUNNING))]
+
+
+def test_a_refresh_that_finds_it_paused_uncaches_and_the_next_request_wakes_it() -> None:
+    m = running_machine()
+    m.handle(arrive(1, 6.0), 6.0)
+    assert m.handle(BackendReported(info(S.PAUSED, version=2)), 6.1) == [Uncache()]
+    assert m.phase is Phase.PAUSED
+    assert m.handle(arrive(2, 6.2), 6.2) == [Hold(2, 66.2), StartResume()]
+
+
+def test_a_refresh_that_finds_it_pausing_forgets_it() -> None:
+    m = running_machine()
+    assert m.handle(BackendReported(info(S.PAUSING, version=2)), 1.0) == [Uncache()]
+    assert m.phase is Phase.IDLE
+    assert m.handle(arrive(1, 1.0), 1.0) == [Hold(1, 61.0), Lookup()]
+
+
+def test_invalidation_forgets_a_running_sandbox() -> None:
+    m = running_machine()
+    assert m.handle(Invalidated(), 1.0) == [Uncache()]
+    assert m.handle(arrive(1, 1.0), 1.0) == [Hold(1, 61.0), Lookup()]
+
+
+def test_a_stale_report_does_not_undo_a_newer_one() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(BackendReported(info(S.RUNNING, version=5)), 0.0)
+    assert m.handle(BackendReported(info(S.PAUSED, version=4)), 1.0) == []
+    assert m.phase is Phase.RUNNING
+
+
+# -- paused -----------------------------------------------------------------------------------
+
+
+def waking_machine(*rids: int) -> tuple[SandboxMachine, list[Decision]]:
+    """Requests `rids` arrive at 0.0 for a paused auto-resume sandbox; the lookup answers."""
+    m = SandboxMachine(SID, SETTINGS)
+    for rid in rids:
+        m.handle(arrive(rid), 0.0)
+    return m, m.handle(BackendReported(info(S.PAUSED)), 0.1)
+
+
+def test_paused_with_auto_resume_starts_exactly_one_resume_that_later_requests_join() -> None:
+    m, decisions = waking_machine(1, 2)
+    assert decisions == [StartResume()]
+    assert m.phase is Phase.WAKING
+    assert m.handle(arrive(3, 0.2), 0.2) == [Hold(3, 60.2, joined=True)]
+    assert m.handle(BackendReported(info(S.PAUSED)), 0.3) == []  # no second resume
+    assert m.held == 3
+
+
+def test_the_woken_sandbox_is_probed_per_port_and_requests_released_per_port() -> None:
+    m, _ = waking_machine(1, 2)
+    m.handle(arrive(3, 0.2, port=8080), 0.2)
+    woke = info(S.RUNNING, version=2)
+    assert m.handle(ResumeSucceeded(woke), 1.0) == [ProbePort(PORT, woke), ProbePort(8080, woke)]
+    assert m.phase is Phase.READYING
+    assert m.handle(PortReady(PORT), 1.1) == [Forward(1, woke, triggered=True), Forward(2, woke)]
+    assert m.handle(arrive(4, 1.2), 1.2) == [Forward(4, woke)]  # that port is known to answer
+    assert m.handle(arrive(5, 1.2, port=9000), 1.2) == [
+        Hold(5, 61.2, joined=True),
+        ProbePort(9000, woke),
+    ]
+    assert m.handle(PortReady(8080), 1.3) == [Forward(3, woke)]
+    assert m.handle(PortReady(9000), 1.4) == [Forward(5, woke), Cache(woke, 6.4)]
+    assert (m.phase, m.held) == (Phase.RUNNING, 0)
+
+
+def test_only_the_request_that_started_the_wake_is_marked_as_its_trigger() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(BackendReported(info(S.PAUSED)), 0.0)
+    assert m.handle(arrive(7, 0.5), 0.5) == [Hold(7, 60.5), StartResume()]
+    m.handle(arrive(8, 0.6), 0.6)
+    m.handle(ResumeSucceeded(info(S.RUNNING, version=2)), 1.0)
+    released = forwarded(m.handle(PortReady(PORT), 1.1))
+    assert [released[7].triggered, released[8].triggered] == [True, False]
+
+
+def test_paused_without_auto_resume_is_409_saying_how_to_resume_and_is_remembered() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    decisions = m.handle(BackendReported(info(S.PAUSED, auto_resume=False)), 0.1)
+    [reject] = decisions
+    assert isinstance(reject, Reject)
+    assert reject.error is NotAllowed
+    assert reject.error.status == 409
+    assert "paused" in reject.message
+    assert "Sandbox.connect()" in reject.message
+    assert m.phase is Phase.PAUSED
+    assert rejected(m.handle(arrive(2, 5.0), 5.0))[2].error is NotAllowed  # no lookup
+    assert m.handle(arrive(3, 5.1), 5.1) == [Hold(3, 65.1), Lookup()]  # expired: ask again
+
+
+# -- pausing and resuming elsewhere -----------------------------------------------------------
+
+
+def test_a_request_during_pausing_waits_for_the_pause_then_resumes() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    assert m.handle(BackendReported(info(S.PAUSING, version=2)), 0.1) == [WaitForTransition()]
+    assert m.handle(arrive(2, 0.2), 0.2) == [Hold(2, 60.2, joined=True)]
+    assert m.handle(BackendReported(info(S.PAUSING, version=2)), 0.3) == []
+    assert m.handle(BackendReported(info(S.PAUSED, version=3)), 0.4) == [StartResume()]
+    woke = info(S.RUNNING, version=4)
+    assert m.handle(ResumeSucceeded(woke), 0.5) == [ProbePort(PORT, woke)]
+    assert set(forwarded(m.handle(PortReady(PORT), 0.6))) == {1, 2}
+
+
+def test_pausing_without_auto_resume_is_409() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    decisions = m.handle(BackendReported(info(S.PAUSING, auto_resume=False)), 0.1)
+    assert rejected(decisions)[1].error is NotAllowed
+    assert "being paused" in rejected(decisions)[1].message
+    assert m.phase is Phase.IDLE
+
+
+def test_a_resume_started_elsewhere_is_joined_and_never_repeated() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    assert m.handle(BackendReported(info(S.RESUMING, version=2)), 0.1) == [WaitForTransition()]
+    assert m.handle(arrive(2, 0.2), 0.2) == [Hold(2, 60.2, joined=True)]
+    assert m.handle(BackendReported(info(S.RESUMING, version=2)), 0.3) == []
+    woke = info(S.RUNNING, version=3)
+    assert m.handle(BackendReported(woke), 0.4) == [ProbePort(PORT, woke)]
+    assert set(forwarded(m.handle(PortReady(PORT), 0.5))) == {1, 2}
+
+
+def test_a_foreign_resume_that_ends_paused_is_followed_by_our_own() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    m.handle(BackendReported(info(S.RESUMING, version=2)), 0.1)
+    assert m.handle(BackendReported(info(S.PAUSED, version=3)), 0.2) == [StartResume()]
+
+
+def test_a_transition_that_outlasts_its_budget_is_503_conflict() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    m.handle(BackendReported(info(S.PAUSING)), 0.1)
+    decisions = m.handle(TransitionTimedOut(), 30.2)
+    assert rejected(decisions)[1].error is Conflict
+    assert Conflict.status == 503
+    assert m.phase is Phase.IDLE
+
+
+def test_a_resume_that_reports_resuming_is_watched_until_running() -> None:
+    m, _ = waking_machine(1)
+    assert m.handle(ResumeSucceeded(info(S.RESUMING, version=2)), 1.0) == [WaitForTransition()]
+    assert m.phase is Phase.JOINING
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_a_transient_resume_failure_is_503_for_every_waiter_and_the_next_request_retries() -> None:
+    m, _ = waking_machine(1, 2)
+    decisions = m.handle(ResumeFailed(Failure.TRANSIENT, "backend timed out"), 1.0)
+    assert set(rejected(decisions)) == {1, 2}
+    assert {r.error for r in rejected(decisions).values()} == {Unavailable}
+    assert Unavailable.status == 503
+    assert "backend timed out" in rejected(decisions)[1].message
+    assert (m.phase, m.held) == (Phase.IDLE, 0)
+    assert m.handle(arrive(3, 1.1), 1.1) == [Hold(3, 61.1), Lookup()]
+    assert m.handle(BackendReported(info(S.PAUSED)), 1.2) == [StartResume()]
+
+
+def test_a_resume_that_finds_no_sandbox_is_502_not_found() -> None:
+    m, _ = waking_machine(1)
+    [reject] = m.handle(ResumeFailed(Failure.NOT_FOUND, "gone"), 1.0)
+    assert isinstance(reject, Reject)
+    assert (reject.error, reject.message, reject.error.status) == (NotFound, NOT_FOUND_MESSAGE, 502)
+    assert m.phase is Phase.GONE
+
+
+def test_a_resume_the_backend_refuses_is_409() -> None:
+    m, _ = waking_machine(1)
+    [reject] = m.handle(ResumeFailed(Failure.NOT_ALLOWED, "auto-resume disabled"), 1.0)
+    assert isinstance(reject, Reject)
+    assert reject.error is NotAllowed
+    assert "Sandbox.connect()" in reject.message
+
+
+def test_a_resume_that_leaves_it_paused_is_503() -> None:
+    m, _ = waking_machine(1)
+    assert rejected(m.handle(ResumeSucceeded(info(S.PAUSED, version=2)), 1.0))[1].error is (
+        Unavailable
+    )
+
+
+def test_a_failed_lookup_is_503_for_its_waiters() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    assert rejected(m.handle(LookupFailed(Failure.TRANSIENT, "down"), 0.1))[1].error is Unavailable
+    assert m.phase is Phase.IDLE
+
+
+def test_late_results_of_an_abandoned_wake_are_ignored() -> None:
+    m, _ = waking_machine(1)
+    m.handle(SandboxKilled(), 1.0)
+    assert m.handle(ResumeSucceeded(info(S.RUNNING, version=9)), 1.1) == []
+    assert m.handle(PortReady(PORT), 1.2) == []
+    assert m.handle(TransitionTimedOut(), 1.3) == []
+    assert m.phase is Phase.GONE
+
+
+# -- unknown and killed -----------------------------------------------------------------------
+
+
+def test_an_unknown_id_is_502_and_negatively_cached_until_the_ttl_expires() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    [reject] = m.handle(BackendReported(None), 0.1)
+    assert isinstance(reject, Reject)
+    assert reject.error is NotFound
+    assert "The sandbox was not found" in reject.message
+    assert m.handle(arrive(2, 2.0), 2.0) == [Reject(2, NotFound, NOT_FOUND_MESSAGE)]
+    assert m.handle(arrive(3, 2.1), 2.1) == [Hold(3, 62.1), Lookup()]
+
+
+def test_a_sandbox_killed_while_requests_wait_fails_them_all_with_502() -> None:
+    m, _ = waking_machine(1, 2)
+    m.handle(arrive(3, 0.2), 0.2)
+    decisions = m.handle(SandboxKilled(), 0.5)
+    assert set(rejected(decisions)) == {1, 2, 3}
+    assert {r.error for r in rejected(decisions).values()} == {NotFound}
+    assert (m.phase, m.held) == (Phase.GONE, 0)
+
+
+def test_a_killed_report_while_readying_fails_the_held_requests() -> None:
+    m, _ = waking_machine(1)
+    m.handle(ResumeSucceeded(info(S.RUNNING, version=2)), 1.0)
+    assert set(rejected(m.handle(BackendReported(info(S.KILLED, version=3)), 1.1))) == {1}
+
+
+# -- deadlines, clients, limits ---------------------------------------------------------------
+
+
+def test_the_hold_deadline_is_503_wake_timeout_and_the_wake_goes_on() -> None:
+    m, _ = waking_machine(1, 2)
+    decisions = m.handle(HoldExpired(1), 60.0)
+    assert decisions == [Reject(1, WakeTimeout, f"Sandbox {SID} is still waking up")]
+    assert WakeTimeout.status == 503
+    assert WakeTimeout.retry_after
+    assert m.phase is Phase.WAKING
+    assert m.held == 1
+    assert m.handle(HoldExpired(1), 60.1) == []  # already answered
+
+
+def test_a_lookup_that_outlasts_the_hold_is_503_unavailable() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    assert rejected(m.handle(HoldExpired(1), 60.0))[1].error is Unavailable
+
+
+def test_a_navigation_is_held_briefly_then_gets_the_waiting_page() -> None:
+    m, _ = waking_machine(1)
+    assert m.handle(arrive(2, 0.5, navigation=True), 0.5) == [Hold(2, 2.5, joined=True)]
+    [page] = m.handle(HoldExpired(2), 2.5)
+    assert isinstance(page, ServeWaitingPage)
+    assert page.rid == 2
+    assert m.held == 1  # API clients keep waiting
+
+
+def test_a_navigation_is_never_held_past_its_hold_deadline() -> None:
+    m, _ = waking_machine(1)
+    short = RequestArrived(2, PORT, deadline=1.0, navigation=True)
+    assert m.handle(short, 0.5) == [Hold(2, 1.0, joined=True)]
+
+
+def test_a_client_that_leaves_is_dropped_and_the_wake_goes_on() -> None:
+    m, _ = waking_machine(1, 2)
+    assert m.handle(ClientGone(1), 0.5) == []
+    assert m.held == 1
+    woke = info(S.RUNNING, version=2)
+    m.handle(ResumeSucceeded(woke), 1.0)
+    assert m.handle(PortReady(PORT), 1.1) == [Forward(2, woke), Cache(woke, 6.1)]
+
+
+def test_a_wake_everyone_left_still_completes_without_probing() -> None:
+    m, _ = waking_machine(1)
+    m.handle(ClientGone(1), 0.5)
+    woke = info(S.RUNNING, version=2)
+    assert m.handle(ResumeSucceeded(woke), 1.0) == [Cache(woke, 6.0)]
+    assert m.phase is Phase.RUNNING
+
+
+def test_held_requests_are_limited_per_sandbox() -> None:
+    m, _ = waking_machine(1, 2, 3)
+    [reject] = m.handle(arrive(4, 0.5), 0.5)
+    assert isinstance(reject, Reject)
+    assert reject.error is Overloaded
+    assert Overloaded.status == 503
+    assert Overloaded.retry_after
+    assert m.held == 3
+
+
+def test_held_requests_are_limited_in_total() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    decisions = m.handle(arrive(1, total_held=SETTINGS.max_held_total), 0.0)
+    assert rejected(decisions)[1].error is Overloaded
+    assert m.phase is Phase.IDLE  # an overflow starts no lookup
+
+
+# -- no-wake rules ----------------------------------------------------------------------------
+
+
+def test_a_no_wake_request_to_a_paused_sandbox_is_503_and_does_not_wake_it() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(BackendReported(info(S.PAUSED)), 0.0)
+    [reject] = m.handle(arrive(1, 0.5, wake_allowed=False), 0.5)
+    assert isinstance(reject, Reject)
+    assert reject.error.status == 503
+    assert "does not wake" in reject.message
+    assert m.phase is Phase.PAUSED
+
+
+def test_a_no_wake_request_waits_for_a_lookup_but_not_for_a_wake() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1, wake_allowed=False), 0.0)
+    m.handle(arrive(2), 0.0)
+    decisions = m.handle(BackendReported(info(S.PAUSED)), 0.1)
+    assert set(rejected(decisions)) == {1}
+    assert StartResume() in decisions  # request 2 wakes it
+    assert rejected(m.handle(arrive(3, 0.2, wake_allowed=False), 0.2))[3].error is Overloaded
+
+
+def test_a_no_wake_request_to_a_running_sandbox_is_forwarded() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1, wake_allowed=False), 0.0)
+    assert set(forwarded(m.handle(BackendReported(info(S.RUNNING)), 0.1))) == {1}
+
+
+# -- readiness --------------------------------------------------------------------------------
+
+
+def test_a_port_that_never_opens_is_502_port_is_not_open() -> None:
+    m, _ = waking_machine(1)
+    m.handle(arrive(2, 0.2, port=8080), 0.2)
+    m.handle(ResumeSucceeded(info(S.RUNNING, version=2)), 1.0)
+    [reject] = m.handle(ReadinessExhausted(PORT), 31.0)
+    assert isinstance(reject, Reject)
+    assert reject.rid == 1
+    assert reject.error is PortNotOpen
+    assert reject.error.status == 502
+    assert "port is not open" in reject.message
+    assert m.phase is Phase.READYING  # port 8080 is still being probed
+    assert m.handle(PortReady(8080), 31.1)[0] == Forward(2, info(S.RUNNING, version=2))
+
+
+def test_a_port_whose_address_cannot_be_found_fails_its_requests() -> None:
+    m, _ = waking_machine(1)
+    m.handle(ResumeSucceeded(info(S.RUNNING, version=2)), 1.0)
+    decisions = m.handle(PortFailed(PORT, Failure.TRANSIENT, "backend down"), 1.1)
+    assert rejected(decisions)[1].error is Unavailable
+    assert m.phase is Phase.RUNNING
+
+
+# -- bookkeeping ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "now", "disposable"),
+    [
+        ("idle", 0.0, True),
+        ("looking_up", 100.0, False),
+        ("running", 4.0, False),
+        ("running", 5.0 + SETTINGS.forget_after, True),
+        ("paused", 4.0, False),
+        ("paused", 5.0, True),
+        ("gone", 1.0, False),
+        ("gone", 2.0, True),
+        ("waking, client gone", 100.0, False),
+    ],
+)
+def test_disposable(setup: str, now: float, disposable: bool) -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    SETUPS[setup][1](m)
+    assert m.disposable(now) is disposable
+
+
+def test_settled_only_while_nothing_is_under_way() -> None:
+    ids = count(1)
+    m = SandboxMachine(SID, SETTINGS)
+    assert m.settled
+    m.handle(arrive(next(ids)), 0.0)
+    assert not m.settled
+    m.handle(BackendReported(info(S.PAUSED)), 0.1)
+    assert not m.settled
+    m.handle(ResumeSucceeded(info(S.RUNNING, version=2)), 0.2)
+    assert not m.settled
+    m.handle(PortReady(PORT), 0.3)
+    assert m.settled

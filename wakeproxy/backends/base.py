@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 # E2B's in-sandbox agent (envd) listens here; the traffic token never guards it.
 AGENT_PORT = 49983
@@ -42,13 +43,25 @@ class SandboxInfo:
     agent_port: int = AGENT_PORT
 
 
+# Connects to one port of one sandbox and hands over the connected socket.
+SocketOpener = Callable[[], Awaitable[socket.socket]]
+
+
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """Where one port of one sandbox is reached: TCP host and port, or a unix socket."""
+    """Where one port of one sandbox is reached: TCP host and port, a unix socket, or
+    an `opener` that returns an already connected socket.
+
+    When `opener` is set, it is the only way in: `host` and `port` then only name the
+    target in logs (a sandbox with its own network namespace has no address the proxy
+    could dial). The opener raises `ConnectionRefusedError` (an `OSError`) when nothing
+    accepts on the port. It takes no part in equality or hashing.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
     unix_path: str | None = None
+    opener: SocketOpener | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
@@ -75,3 +88,24 @@ class Backend(Protocol):
     async def touch(self, activity: Mapping[str, float]) -> None:
         """Record last-activity times (sandbox id → epoch seconds), batched."""
         ...
+
+
+StateListener = Callable[[str, SandboxInfo | None], None]
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A backend that tells its listeners about every state change (None: gone)."""
+
+    def watch(self, listener: StateListener) -> None: ...
+
+
+class Observer(Protocol):
+    def observe(self, sandbox_id: str, info: SandboxInfo | None) -> None: ...
+
+
+def watch_backend(backend: Backend, observer: Observer) -> None:
+    """Feed a watchable backend's state changes to `observer`, so cached state follows
+    pauses and kills made elsewhere (a WebSocket left open across a pause relies on it)."""
+    if isinstance(backend, Watchable):
+        backend.watch(observer.observe)

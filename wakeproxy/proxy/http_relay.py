@@ -9,19 +9,21 @@ Server-Sent Events through one event at a time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
-from aiohttp import web
+from aiohttp import StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import AsyncIterablePayload
 from yarl import URL
 
 from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamTimeout
 from wakeproxy.proxy.headers import ForwardedRules, downstream_response_headers
+from wakeproxy.routing import Target
 
 # aiohttp's client would otherwise invent these; a proxy must send only what it got.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONTINUED = "wakeproxy.continued"
 
 
 class UpstreamRefused(PortNotOpen):
@@ -45,7 +47,7 @@ class HttpRelay:
         self._rules = rules
 
     async def forward(
-        self, request: web.BaseRequest, upstream: Upstream, sandbox_id: str, port: int
+        self, request: web.BaseRequest, upstream: Upstream, target: Target
     ) -> web.StreamResponse:
         """Send `request` to `upstream` and stream the answer back.
 
@@ -53,18 +55,24 @@ class HttpRelay:
         failure aborts the client connection, so a truncated body is never passed
         off as a whole one.
         """
+        sandbox_id, port = target.sandbox_id, target.port
         headers = self._rules.upstream_request_headers(
             _raw_headers(request), request.remote, request.scheme, request.host
         )
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            # Only now, with an upstream to send it to, do we invite the body.
+        if (
+            request.headers.get("Expect", "").lower() == "100-continue"
+            and _CONTINUED not in request
+        ):
+            # Only now, with an upstream to send it to, do we invite the body (once, even
+            # if the request is sent again after a refused connect).
+            request[_CONTINUED] = True
             await request.writer.write(_CONTINUE)
         try:
             upstream_response = await self._session.request(
                 request.method,
                 _url(upstream, request.raw_path),
                 headers=headers,
-                data=_body(request) if request.body_exists else None,
+                data=_ClientBody(request.content) if request.body_exists else None,
                 allow_redirects=False,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
             )
@@ -89,15 +97,50 @@ def _raw_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
 
 
-def _url(upstream: Upstream, raw_path: str) -> URL:
-    if not raw_path.startswith("/"):
-        raw_path = "/" + raw_path
-    return URL(f"http://{upstream.host}:{upstream.port}{raw_path}", encoded=True)
+def _url(upstream: Upstream, raw_target: str) -> URL:
+    return URL(f"http://{upstream.host}:{upstream.port}{origin_form(raw_target)}", encoded=True)
 
 
-async def _body(request: web.BaseRequest) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_any():
-        yield chunk
+def origin_form(raw_target: str) -> str:
+    """The path and query of a request target, byte for byte, as an upstream gets it.
+
+    Clients may send the absolute form, ``http://host/path?q`` (RFC 9112 §3.2.2 says a
+    server must accept it); the upstream always gets the origin form, ``/path?q``.
+    """
+    if raw_target.startswith("/"):
+        return raw_target
+    _, separator, rest = raw_target.partition("://")
+    if not separator:
+        return "/" + raw_target
+    authority_end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path = rest[authority_end:]
+    return path if path.startswith("/") else "/" + path
+
+
+class _ClientBody(AsyncIterablePayload):
+    """The client's request body, passed on chunk by chunk as it arrives.
+
+    aiohttp's client holds a request head back to send it with the first body bytes.
+    When none have arrived yet the head goes out on its own, at once: a client may wait
+    for the response before it sends (more of) its body — a bidirectional stream, an
+    upload that follows the server's go-ahead — and an upstream answers only a request
+    it has seen.
+    """
+
+    def __init__(self, content: StreamReader) -> None:
+        super().__init__(content.iter_any())
+        self._content = content
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        arrived = self._content.read_nowait()
+        if arrived:
+            await writer.write(arrived)  # goes out together with the head
+        else:
+            writer.send_headers()
+        # No limit: the client's own framing already ends the body where it should.
+        await super().write_with_length(writer, None)
 
 
 async def _stream_back(
@@ -107,8 +150,16 @@ async def _stream_back(
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream_response.raw_headers]
     for name, value in downstream_response_headers(raw):
         response.headers.add(name, value)
-    await response.prepare(request)
+    writer = await response.prepare(request)
     try:
+        # The head goes out now, with whatever body arrived along with it: a client
+        # waiting on a stream (SSE, a long poll, an echo of its own upload) must not wait
+        # for the first body bytes to see the status.
+        arrived = upstream_response.content.read_nowait()
+        if arrived:
+            await response.write(arrived)
+        elif writer is not None:
+            writer.send_headers()
         async for chunk in upstream_response.content.iter_any():
             await response.write(chunk)
     except (aiohttp.ClientError, TimeoutError):

@@ -28,3 +28,33 @@ def page(*, title: str, message: str, detail: str = "", head_extra: str = "") ->
         f'<body><main role="main"><h1>{escape(title)}</h1>'
         f"<p>{escape(message)}</p>{detail_html}</main></body></html>"
     ).encode()
+
+
+# The waiting page long-polls this path on the sandbox's own host (so it needs no CORS
+# and no second origin); the proxy answers it itself and never forwards it.
+WAIT_PATH = "/.wakeproxy/wait"
+
+_WAIT_SCRIPT = (
+    "(function(){function poll(){fetch('" + WAIT_PATH + "',{cache:'no-store'})"
+    ".then(function(r){if(r.status===200){location.reload()}else{setTimeout(poll,1000)}})"
+    ".catch(function(){setTimeout(poll,2000)})}poll()})();"
+)
+
+
+def waiting_page(sandbox_id: str, refresh_seconds: int) -> bytes:
+    """Shown to a browser while its sandbox wakes; turns into the real page by itself.
+
+    With JavaScript it reloads the moment the long-poll says ready; without, the meta
+    refresh reloads every `refresh_seconds`.
+    """
+    head = (
+        f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
+        f"<script>{_WAIT_SCRIPT}</script>"
+    )
+    return page(
+        title="Waking up the sandbox",
+        message="This sandbox was paused and is starting again. "
+        "The page will load by itself as soon as it is ready.",
+        detail=f"Sandbox: {sandbox_id}",
+        head_extra=head,
+    )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import MutableSet
+from collections.abc import Awaitable, Callable, MutableSet
+from functools import partial
 from typing import Literal
 
 import aiohttp
@@ -22,12 +23,16 @@ from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import ProxyError
 from wakeproxy.proxy.headers import ForwardedRules, websocket_protocols
 from wakeproxy.proxy.http_relay import port_not_open
+from wakeproxy.routing import Target
 
 # decode_text=False: text frames stay bytes, relayed without a decode/encode round trip.
 InnerWebSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
 AnyWebSocket = web.WebSocketResponse | InnerWebSocket
 _DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 _GONE = (WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR)
+# The sandbox went away (killed, or could not be woken) while the session was open.
+_SANDBOX_GONE = 1011
+Gate = Callable[[Target], Awaitable[None]]
 # Codes that may not appear in a close frame on the wire (RFC 6455, 7.4.1).
 _NOT_SENDABLE = {1005, 1006, 1015}
 
@@ -58,9 +63,11 @@ class WebSocketRelay:
         self._max_message = max_message
 
     async def forward(
-        self, request: web.BaseRequest, upstream: Upstream, sandbox_id: str, port: int
+        self, request: web.BaseRequest, upstream: Upstream, target: Target, gate: Gate
     ) -> web.WebSocketResponse:
-        inner = await self._connect(request, upstream, sandbox_id, port)
+        """Relay one session; `gate(target)` runs before each client message goes upstream
+        (it wakes a sandbox that was paused while the session stayed open)."""
+        inner = await self._connect(request, upstream, target.sandbox_id, target.port)
         outer = web.WebSocketResponse(
             protocols=(inner.protocol,) if inner.protocol else (),
             autoping=False,
@@ -79,7 +86,7 @@ class WebSocketRelay:
         assert task is not None
         self._open.add(task)
         try:
-            await _relay(outer, inner, request)
+            await _relay(outer, inner, request, partial(gate, target))
         finally:
             self._open.discard(task)
         return outer
@@ -116,11 +123,14 @@ class WebSocketRelay:
 
 
 async def _relay(
-    outer: web.WebSocketResponse, inner: InnerWebSocket, request: web.BaseRequest
+    outer: web.WebSocketResponse,
+    inner: InnerWebSocket,
+    request: web.BaseRequest,
+    gate: Callable[[], Awaitable[None]],
 ) -> None:
     """Pump until one side ends, then end the other the same way."""
-    to_inner = asyncio.create_task(_pump(outer, inner))
-    to_outer = asyncio.create_task(_pump(inner, outer))
+    to_inner = asyncio.create_task(_pump(outer, inner, gate))
+    to_outer = asyncio.create_task(_pump(inner, outer, None))
     try:
         done, _ = await asyncio.wait((to_inner, to_outer), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
@@ -141,11 +151,18 @@ async def _relay(
         await _close(ended_by, code)
 
 
-async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> int | None:
+async def _pump(
+    source: AnyWebSocket, sink: AnyWebSocket, gate: Callable[[], Awaitable[None]] | None
+) -> int | None:
     """Copy frames; return the close code the source sent, or None if it dropped."""
     while True:
         message = await source.receive()
         kind = message.type
+        if gate is not None and kind in _DATA:
+            try:
+                await gate()
+            except ProxyError:
+                return _SANDBOX_GONE
         try:
             if kind in _DATA:
                 await sink.send_frame(message.data, kind)

@@ -31,6 +31,7 @@ from wakeproxy.errors import Unavailable
 from wakeproxy.wake.activity import ActivityBuffer
 from wakeproxy.wake.cache import Acquired, RouteCache
 from wakeproxy.wake.events import (
+    BackendReported,
     Cache,
     ClientGone,
     Decision,
@@ -174,6 +175,12 @@ class WakeCoordinator:
         if sandbox_id in self._machines:
             self._dispatch(sandbox_id, Invalidated())
 
+    def observe(self, sandbox_id: str, info: SandboxInfo | None) -> None:
+        """Word from elsewhere (e.g. a state-store notification) of a sandbox's new state;
+        None means it was killed. Only sandboxes this process knows about are affected."""
+        if sandbox_id in self._machines:
+            self._dispatch(sandbox_id, BackendReported(info))
+
     async def wait_ready(self, sandbox_id: str) -> None:
         """Return once no lookup or wake is under way for the sandbox (for a long poll).
 
@@ -287,7 +294,7 @@ class WakeCoordinator:
 
     async def start(self) -> None:
         """Start the background flush of activity and the sweep of idle entries."""
-        self._spawn(("", "housekeeping"), self._housekeeping)
+        self._spawn(("", "housekeeping"), self._housekeeping)  # "": no sandbox has that id
 
     async def close(self) -> None:
         """Stop every job, answer every held request with 503, flush the activity."""

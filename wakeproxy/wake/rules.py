@@ -13,7 +13,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 
 def _glob(pattern: str) -> re.Pattern[str]:
@@ -28,18 +29,29 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NoWakeRule:
-    """One rule; raises ValueError when it names no field or a malformed header."""
+    """One rule; raises ValueError when it names no field or a malformed header.
+
+    Its four fields are also its config schema (`[[wake.no_wake]]`).
+    """
 
     method: str | None = None
+    """Request method, e.g. GET (any when unset)."""
     path: str | None = None
+    """Path glob without the query string, e.g. /metrics*."""
     user_agent: str | None = None
-    header: str | None = None  # "Name: glob"
-    _path: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-    _checks: tuple[tuple[str, re.Pattern[str]], ...] = field(init=False, repr=False, compare=False)
+    """User-Agent glob, e.g. Prometheus/*."""
+    header: str | None = None
+    """A header and a glob for its value: "Name: glob"."""
 
     def __post_init__(self) -> None:
+        self._compiled  # noqa: B018 - compile now, so a bad rule fails at load time
+
+    @cached_property
+    def _compiled(self) -> tuple[re.Pattern[str] | None, tuple[tuple[str, re.Pattern[str]], ...]]:
+        # A cached_property writes the instance __dict__ directly, so it works on a frozen
+        # dataclass and stays out of `fields()`, which the config loader reads as schema.
         checks: list[tuple[str, re.Pattern[str]]] = []
         if self.user_agent is not None:
             checks.append(("user-agent", _glob(self.user_agent)))
@@ -50,17 +62,16 @@ class NoWakeRule:
             checks.append((name.strip().lower(), _glob(pattern.strip())))
         if self.method is None and self.path is None and not checks:
             raise ValueError("a no-wake rule needs a method, path, user_agent or header")
-        path = None if self.path is None else _glob(self.path)
-        object.__setattr__(self, "_path", path)
-        object.__setattr__(self, "_checks", tuple(checks))
+        return (None if self.path is None else _glob(self.path)), tuple(checks)
 
     def matches(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
         """Does a request (`path` without the query string) match every given field?"""
         if self.method is not None and method.upper() != self.method.upper():
             return False
-        if self._path is not None and self._path.match(path) is None:
+        path_glob, checks = self._compiled
+        if path_glob is not None and path_glob.match(path) is None:
             return False
-        for name, pattern in self._checks:
+        for name, pattern in checks:
             value = _header(headers, name)
             if value is None or pattern.match(value) is None:
                 return False

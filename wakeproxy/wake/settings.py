@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from wakeproxy.wake.rules import NoWakeRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +39,11 @@ class WakeSettings:
     """Most sandboxes in one `Backend.touch` call."""
     forget_after: float = 60.0
     """An unused running sandbox's entry is dropped this long after its state went stale."""
+    no_wake: tuple[NoWakeRule, ...] = field(default=())
+    """Requests that never wake a paused sandbox (503 instead); `[[wake.no_wake]]` tables."""
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if not value > 0:
-                raise ValueError(f"wake.{field.name} must be positive, got {value!r}")
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if isinstance(value, int | float) and not value > 0:
+                raise ValueError(f"wake.{setting.name} must be positive, got {value!r}")

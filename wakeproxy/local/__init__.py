@@ -1,0 +1,1 @@
+"""The embedded sandbox platform behind `wakeproxy up`."""

@@ -1,0 +1,63 @@
+"""Interfaces between the parts of the embedded platform.
+
+    api (E2B-compatible REST) ─▶ manager (lifecycle, timers, records)
+                                   ─▶ runtime (processes) ─▶ agent (envd, in the sandbox)
+
+The manager owns sandbox records and decides; the runtime only carries out process-level
+operations on one sandbox at a time and knows nothing about lifecycles or HTTP.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    sandbox_id: str
+    root: Path
+    """The sandbox's folder under the data dir; `root / "home"` is its /home/user."""
+    envs: Mapping[str, str]
+    allow_internet: bool = True
+    agent_token: str | None = None
+    """When set, the agent demands it in `X-Access-Token` (a `secure` sandbox)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    pid: int
+    """The agent process: root of the sandbox's process tree."""
+    isolated_network: bool
+    """False when namespaces were unavailable and the sandbox shares host networking."""
+    agent_port: int
+    """Where the agent listens, seen from inside the sandbox (49983 when isolated)."""
+    warnings: tuple[str, ...] = ()
+
+
+class Runtime(Protocol):
+    async def start(self, spec: SandboxSpec) -> RuntimeInfo:
+        """Start the sandbox's agent (and so its process tree); returns once it answers."""
+        ...
+
+    async def freeze(self, sandbox_id: str) -> None:
+        """Stop every process of the sandbox from running; memory and sockets stay."""
+        ...
+
+    async def thaw(self, sandbox_id: str) -> None: ...
+
+    async def kill(self, sandbox_id: str) -> None:
+        """End every process of the sandbox; afterwards none is left."""
+        ...
+
+    async def open_socket(self, sandbox_id: str, port: int) -> socket.socket:
+        """A TCP socket connected to `port` on the sandbox's loopback (inside its network
+        namespace when it has one); raises ConnectionRefusedError when nothing listens."""
+        ...
+
+    async def adopt(self, spec: SandboxSpec, info: RuntimeInfo) -> bool:
+        """After a platform restart: take back a still-running sandbox; False if it is gone."""
+        ...
