@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from wakeproxy.backends.base import SandboxState
 from wakeproxy.errors import (
     Conflict,
     LimitExceeded,
@@ -147,9 +148,10 @@ class _Api:
     async def resume(self, request: web.Request) -> web.Response:
         sandbox_id = request.match_info["id"]
         seconds = self._seconds(await _body(request), "timeout", LEGACY_RESUME_TIMEOUT)
-        record, resumed = await self._manager.resume(sandbox_id, seconds=seconds)
-        if not resumed:
-            raise IllegalTransition(record.state, "resume")
+        found = self._manager.get(sandbox_id)
+        if found is not None and found.state is SandboxState.RUNNING:
+            raise IllegalTransition(found.state, "resume")
+        record, _ = await self._manager.resume(sandbox_id, seconds=seconds)
         return web.json_response(sandbox_json(record, self._settings), status=201)
 
     async def connect_v1(self, request: web.Request) -> web.Response:
@@ -217,6 +219,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if status == 500:
             log.exception("API request %s %s failed", request.method, request.path)
         return web.json_response(error_json(status, str(exc)), status=status)
+    except Exception:
+        log.exception("API request %s %s failed", request.method, request.path)
+        return web.json_response(error_json(500, "internal error"), status=500)
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:

@@ -7,7 +7,7 @@ Query parameters, as the SDKs send them:
                  (`user%3Dabc%26app%3Dprod`): every pair must match
   `startedAfter` RFC 3339 time; `template` a template id; `order` `asc` | `desc` by start
                  time (default `desc`, newest first), applied before paging
-  `limit`        1–100 (default 100); `nextToken` the cursor from the previous page
+  `limit`        1 to 100 (default 100); `nextToken` the cursor from the previous page
 
 The cursor is opaque to clients: the position (start time, sandbox id) of the last item
 served, so pages stay consistent while sandboxes come and go. It is sent back in the
@@ -79,7 +79,9 @@ def select(records: Iterable[SandboxRecord], query: ListQuery) -> list[SandboxRe
     chosen.sort(key=_position, reverse=descending)
     if query.after is not None:
         after = query.after
-        chosen = [r for r in chosen if (_position(r) < after if descending else _position(r) > after)]
+        chosen = [
+            r for r in chosen if (_position(r) < after if descending else _position(r) > after)
+        ]
     return chosen
 
 
