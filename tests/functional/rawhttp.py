@@ -126,7 +126,10 @@ class RawClient:
     async def closed_by_peer(self) -> bool:
         """Whether the server has closed the connection (reads until it does or sends)."""
         async with asyncio.timeout(GUARD):
-            return await self.reader.read(1) == b""
+            try:
+                return await self.reader.read(1) == b""
+            except ConnectionResetError:
+                return True
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -146,11 +149,8 @@ class RawClient:
             body, complete = await _read_chunked(self.reader)
             return build(body, chunked=True, complete=complete)
         if "content-length" in lowered:
-            length = int(lowered["content-length"])
-            try:
-                return build(await self.reader.readexactly(length))
-            except asyncio.IncompleteReadError as cut:
-                return build(cut.partial, complete=False)
+            body, complete = await _read_length(self.reader, int(lowered["content-length"]))
+            return build(body, complete=complete)
         return build(await self.reader.read())
 
 
@@ -164,6 +164,22 @@ def _parse_head(head: bytes) -> tuple[int, tuple[tuple[str, str], ...]]:
             name, _, value = line.partition(":")
             headers.append((name, value.strip()))
     return int(code), tuple(headers)
+
+
+# A body cut short reads as (what arrived, False), whether the peer closed or reset.
+
+
+async def _read_length(reader: asyncio.StreamReader, length: int) -> tuple[bytes, bool]:
+    body = bytearray()
+    try:
+        while len(body) < length:
+            piece = await reader.read(length - len(body))
+            if not piece:
+                return bytes(body), False
+            body += piece
+    except ConnectionResetError:
+        return bytes(body), False
+    return bytes(body), True
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
@@ -180,6 +196,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
             body += chunk[:-2]
     except asyncio.IncompleteReadError as cut:
         body += cut.partial
+        return bytes(body), False
+    except ConnectionResetError:
         return bytes(body), False
 
 

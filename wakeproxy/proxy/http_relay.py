@@ -10,7 +10,7 @@ Server-Sent Events through one event at a time.
 from __future__ import annotations
 
 import aiohttp
-from aiohttp import StreamReader, web
+from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import AsyncIterablePayload
 from yarl import URL
@@ -23,7 +23,6 @@ from wakeproxy.routing import Target
 # aiohttp's client would otherwise invent these; a proxy must send only what it got.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CONTINUED = "wakeproxy.continued"
 
 
 class UpstreamRefused(PortNotOpen):
@@ -59,20 +58,12 @@ class HttpRelay:
         headers = self._rules.upstream_request_headers(
             _raw_headers(request), request.remote, request.scheme, request.host
         )
-        if (
-            request.headers.get("Expect", "").lower() == "100-continue"
-            and _CONTINUED not in request
-        ):
-            # Only now, with an upstream to send it to, do we invite the body (once, even
-            # if the request is sent again after a refused connect).
-            request[_CONTINUED] = True
-            await request.writer.write(_CONTINUE)
         try:
             upstream_response = await self._session.request(
                 request.method,
-                _url(upstream, request.raw_path),
+                upstream_url(upstream, request.raw_path),
                 headers=headers,
-                data=_ClientBody(request.content) if request.body_exists else None,
+                data=_ClientBody(request) if request.body_exists else None,
                 allow_redirects=False,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
             )
@@ -97,7 +88,7 @@ def _raw_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
 
 
-def _url(upstream: Upstream, raw_target: str) -> URL:
+def upstream_url(upstream: Upstream, raw_target: str) -> URL:
     return URL(f"http://{upstream.host}:{upstream.port}{origin_form(raw_target)}", encoded=True)
 
 
@@ -120,6 +111,11 @@ def origin_form(raw_target: str) -> str:
 class _ClientBody(AsyncIterablePayload):
     """The client's request body, passed on chunk by chunk as it arrives.
 
+    The upstream client asks for the body only once it holds a connection to the
+    upstream, so that is when a client that sent ``Expect: 100-continue`` is invited to
+    send it: never before a request is routed and connected (an error answer needs no
+    body), and exactly once even when a refused connect is tried again.
+
     aiohttp's client holds a request head back to send it with the first body bytes.
     When none have arrived yet the head goes out on its own, at once: a client may wait
     for the response before it sends (more of) its body — a bidirectional stream, an
@@ -127,13 +123,20 @@ class _ClientBody(AsyncIterablePayload):
     it has seen.
     """
 
-    def __init__(self, content: StreamReader) -> None:
-        super().__init__(content.iter_any())
-        self._content = content
+    def __init__(self, request: web.BaseRequest) -> None:
+        super().__init__(request.content.iter_any())
+        self._request = request
+        self._content = request.content
 
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
+        request = self._request
+        if (
+            request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            await request.writer.write(_CONTINUE)
         arrived = self._content.read_nowait()
         if arrived:
             await writer.write(arrived)  # goes out together with the head
@@ -150,16 +153,10 @@ async def _stream_back(
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream_response.raw_headers]
     for name, value in downstream_response_headers(raw):
         response.headers.add(name, value)
-    writer = await response.prepare(request)
+    # A StreamResponse sends its head at once, before any body: a client waiting on a
+    # stream (SSE, a long poll, an echo of its own upload) sees the status right away.
+    await response.prepare(request)
     try:
-        # The head goes out now, with whatever body arrived along with it: a client
-        # waiting on a stream (SSE, a long poll, an echo of its own upload) must not wait
-        # for the first body bytes to see the status.
-        arrived = upstream_response.content.read_nowait()
-        if arrived:
-            await response.write(arrived)
-        elif writer is not None:
-            writer.send_headers()
         async for chunk in upstream_response.content.iter_any():
             await response.write(chunk)
     except (aiohttp.ClientError, TimeoutError):

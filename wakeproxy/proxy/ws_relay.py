@@ -17,12 +17,11 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import ProxyError
 from wakeproxy.proxy.headers import ForwardedRules, websocket_protocols
-from wakeproxy.proxy.http_relay import port_not_open
+from wakeproxy.proxy.http_relay import port_not_open, upstream_url
 from wakeproxy.routing import Target
 
 # decode_text=False: text frames stay bytes, relayed without a decode/encode round trip.
@@ -98,7 +97,7 @@ class WebSocketRelay:
         headers = self._rules.upstream_request_headers(
             raw, request.remote, request.scheme, request.host, websocket=True
         )
-        url = URL(f"http://{upstream.host}:{upstream.port}{request.raw_path}", encoded=True)
+        url = upstream_url(upstream, request.raw_path)
         try:
             return await self._session.ws_connect(
                 url,
