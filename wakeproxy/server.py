@@ -12,7 +12,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -29,6 +29,10 @@ from wakeproxy.wake import WakeCoordinator, connect_probe
 
 log = logging.getLogger("wakeproxy")
 _READ_BUFSIZE = 64 * 1024
+# Clients come in bursts (a page's many requests, every client of a sandbox retrying at
+# once as it wakes): a short accept queue would drop their connects. The kernel caps this
+# at net.core.somaxconn.
+_BACKLOG = 4096
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -40,6 +44,9 @@ def split_listen(listen: str) -> tuple[str, int]:
 class Listening:
     host: str
     port: int
+    coordinator: WakeCoordinator | None = field(default=None, repr=False, compare=False)
+    """The proxy's wake engine (None for listeners without one), for tests and tooling
+    that need to see what it holds."""
 
     @property
     def url(self) -> str:
@@ -98,6 +105,8 @@ async def running_proxy(
             handler_cancellation=True,
             keepalive_timeout=settings.idle_timeout,
             access_log=None,
+            # Bodies pass through as sent: Content-Encoding is the endpoints' business.
+            auto_decompress=False,
             # A held upload is read no further than this until it is forwarded; the rest
             # waits in the client's socket buffers (TCP back-pressure), not in our memory.
             read_bufsize=_READ_BUFSIZE,
@@ -106,11 +115,11 @@ async def running_proxy(
         await runner.setup()
         host, port = split_listen(settings.listen)
         sock = _listening_socket(host, port, reuse_port)
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, backlog=_BACKLOG)
         await site.start()
         bound = sock.getsockname()
         try:
-            yield Listening(host=bound[0], port=bound[1])
+            yield Listening(host=bound[0], port=bound[1], coordinator=coordinator)
         finally:
             await _shut_down(runner, site, open_relays)
 

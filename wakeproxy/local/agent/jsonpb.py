@@ -1,11 +1,11 @@
 """Reading and writing protobuf messages in their canonical JSON form (proto3 JSON).
 
-Just the rules the envd messages need: a field is found under its lowerCamelCase JSON
-name or its proto name; unknown fields are ignored (as connect-go's codec does);
-`bytes` are base64 (standard or URL-safe, padded or not, when reading); 64-bit integers
-are written as strings; enums are written as their value names and read from a name
-or a number; `google.protobuf.Timestamp` is RFC 3339 in UTC. A value of the wrong
-type raises `RpcError(invalid_argument)`, which is what connect-go answers.
+Just the rules the envd messages need. Unknown fields are ignored (as connect-go's
+codec does); the request fields read here are all one word, so their JSON and proto
+names agree. `bytes` are base64 (standard or URL-safe, padded or not, when reading);
+64-bit integers are written as strings; enums are written as their value names and
+read from a name or a number; `google.protobuf.Timestamp` is RFC 3339 in UTC. A
+value of the wrong type raises `RpcError(invalid_argument)`, as connect-go answers.
 """
 
 from __future__ import annotations
@@ -24,15 +24,6 @@ _UINT32_MAX = 2**32 - 1
 
 def _bad(name: str, expected: str, value: object) -> RpcError:
     return RpcError("invalid_argument", f"field {name}: expected {expected}, got {value!r}")
-
-
-def get(message: Mapping[str, object], json_name: str, proto_name: str | None = None) -> object:
-    """The field's value, or None when absent (or JSON null, which means the same)."""
-    if json_name in message:
-        return message[json_name]
-    if proto_name is not None:
-        return message.get(proto_name)
-    return None
 
 
 def message(value: object, name: str) -> Mapping[str, object] | None:

@@ -95,8 +95,10 @@ class RpcRouter:
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "POST"})
         content_type = connect.parse_content_type(request.headers.get("Content-Type", ""))
-        if content_type is None or content_type.codec != "json" or (
-            content_type.framing is not procedure.framing
+        if (
+            content_type is None
+            or content_type.codec != "json"
+            or (content_type.framing is not procedure.framing)
         ):
             return _unsupported_media_type(procedure.framing)
         try:
@@ -132,6 +134,11 @@ async def _serve_unary(handler: Unary, call: Call, request: web.Request) -> web.
         return _unary_error(RpcError("deadline_exceeded", "the call's deadline passed"))
     except web.HTTPRequestEntityTooLarge:
         return _unary_error(RpcError("resource_exhausted", "request message is too large"))
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("%s failed", call.procedure)
+        return _unary_error(RpcError("internal", "the agent failed to serve the call"))
     return web.json_response(reply)
 
 
@@ -201,4 +208,3 @@ def _unary_error(error: RpcError) -> web.Response:
 def _unsupported_media_type(framing: Framing) -> web.Response:
     accept = connect.UNARY_JSON if framing is Framing.UNARY else connect.STREAM_JSON
     return web.Response(status=415, headers={"Accept-Post": accept})
-

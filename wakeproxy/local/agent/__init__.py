@@ -1,0 +1,19 @@
+"""The in-sandbox agent: the part of E2B's envd that the E2B SDKs use.
+
+It runs inside a sandbox as the root of its process tree and serves, on port 49983:
+
+    /health, /files              plain HTTP (app, files_http)
+    process.Process/*            Connect RPC, JSON codec (process_service, process, spawn)
+    filesystem.Filesystem/*      Connect RPC, JSON codec (filesystem_service, entries)
+
+The request path: `app` (routes, token) → `rpc` (Connect framing and errors, via the
+pure `connect`, `jsonpb` and `messages`) → a service → `paths` (user and path
+resolution) and the process table or the disk.
+
+`ENVD_VERSION` is the envd version whose protocol the agent speaks; the control plane
+reports it as `envdVersion`, and the SDKs pick features by it.
+"""
+
+ENVD_VERSION = "0.5.7"
+"""Octet-stream uploads (0.5.7), closing stdin (0.5.2), a default user (0.4.0) and
+stdin control (0.3.0) are served; file metadata (0.6.2) and watching (WatchDir) are not."""
