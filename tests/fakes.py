@@ -2,18 +2,25 @@
 
 ``FakeBackend`` implements the `Backend` protocol over an in-memory table that tests set
 up and change (``add``, ``set_state``, ``kill``); it counts calls, and its latency and
-failures are controlled with events and queued errors rather than sleeps.
+failures are controlled with events and queued errors rather than sleeps. It is also
+`Watchable`, so a proxy built on it hears of the state changes a test makes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Literal
 
-from wakeproxy.backends.base import Lifecycle, SandboxInfo, SandboxState, Upstream
+from wakeproxy.backends.base import (
+    Lifecycle,
+    SandboxInfo,
+    SandboxState,
+    StateListener,
+    Upstream,
+)
 from wakeproxy.errors import BackendError, NotFound
 
 
@@ -38,10 +45,14 @@ class FakeBackend:
         wait for it before answering (a slow backend without sleeping).
       ``resume_errors`` / ``get_errors`` / ``upstream_errors`` / ``touch_errors``: raised,
         first to last, by the next calls.
+      ``on_resume``: when set, awaited by a `resume` that is about to succeed, before the
+        sandbox is marked running (e.g. ``upstream.accept_connections``, so the port
+        comes back the way a thawed process's does).
     Observations: ``get_calls``, ``resume_calls``, ``upstream_calls`` (Counters by id),
     ``states_at_resume`` (the state each `resume` found), ``touched`` (the batches),
     ``resume_started`` (set when a `resume` begins), ``touch_seen`` (set on each `touch`).
-    `resume` waits out `pausing`, as the `Backend` contract asks.
+    `resume` waits out `pausing`, as the `Backend` contract asks. Listeners registered with
+    `watch` hear of every `set_state` and `kill` (None for a kill) unless ``notify=False``.
     """
 
     def __init__(self) -> None:
@@ -58,9 +69,11 @@ class FakeBackend:
         self.get_errors: list[BackendError] = []
         self.upstream_errors: list[BackendError] = []
         self.touch_errors: list[Exception] = []
+        self.on_resume: Callable[[str], Awaitable[None]] | None = None
         self.resume_started = asyncio.Event()
         self.touch_seen = asyncio.Event()
         self._changed = asyncio.Event()
+        self._listeners: list[StateListener] = []
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -76,16 +89,25 @@ class FakeBackend:
         self.sandboxes[sandbox_id] = info
         return info
 
-    def set_state(self, sandbox_id: str, state: SandboxState) -> SandboxInfo:
-        """Move a sandbox to `state`, bumping its version as every transition does."""
+    def set_state(
+        self, sandbox_id: str, state: SandboxState, *, notify: bool = True
+    ) -> SandboxInfo:
+        """Move a sandbox to `state`, bumping its version as every transition does.
+
+        `notify=False` keeps the change from the `watch` listeners: a change the proxy
+        has not heard of yet.
+        """
         old = self.sandboxes[sandbox_id]
         info = self.sandboxes[sandbox_id] = replace(old, state=state, version=old.version + 1)
         self._changed.set()
         self._changed = asyncio.Event()
+        if notify:
+            for listener in list(self._listeners):
+                listener(sandbox_id, None if state is SandboxState.KILLED else info)
         return info
 
-    def kill(self, sandbox_id: str) -> None:
-        self.set_state(sandbox_id, SandboxState.KILLED)
+    def kill(self, sandbox_id: str, *, notify: bool = True) -> None:
+        self.set_state(sandbox_id, SandboxState.KILLED, notify=notify)
 
     def address(self, sandbox_id: str, port: int) -> Upstream:
         """Where `port` of the sandbox is reached (by default loopback, same port)."""
@@ -121,6 +143,8 @@ class FakeBackend:
             raise NotFound("The sandbox was not found", sandbox_id=sandbox_id)
         if info.state is SandboxState.RUNNING:
             return info
+        if self.on_resume is not None:
+            await self.on_resume(sandbox_id)
         return self.set_state(sandbox_id, SandboxState.RUNNING)
 
     async def upstream(self, info: SandboxInfo, port: int) -> Upstream:
@@ -134,6 +158,11 @@ class FakeBackend:
         if self.touch_errors:
             raise self.touch_errors.pop(0)
         self.touched.append(dict(activity))
+
+    # -- Watchable --------------------------------------------------------------------------
+
+    def watch(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
 
 
 class FakeProbe:

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 
 from wakeproxy.config import Config
 from wakeproxy.server import Listening
+from wakeproxy.wake import WakeSettings
 
 _SYSTEM_REDIS_PORT = 6379
 
@@ -23,11 +24,13 @@ def free_port() -> int:
             return port
 
 
-def proxy_config(**proxy_fields: object) -> Config:
-    """Defaults, listening on a free port, with `proxy_fields` replaced."""
+def proxy_config(*, wake: WakeSettings | None = None, **proxy_fields: object) -> Config:
+    """Defaults, listening on a free port, with `proxy_fields` replaced (and the wake
+    engine's settings, when `wake` is given)."""
     base = Config()
     fields = {"listen": "127.0.0.1:0", **proxy_fields}
-    return dataclasses.replace(base, proxy=dataclasses.replace(base.proxy, **fields))  # type: ignore[arg-type]
+    proxy = dataclasses.replace(base.proxy, **fields)  # type: ignore[arg-type]
+    return dataclasses.replace(base, proxy=proxy, wake=wake or base.wake)
 
 
 def host_for(port: int, sandbox_id: str = "sbx1", domain: str = "localhost") -> str:

@@ -17,7 +17,8 @@ from wakeproxy.server import Listening, running_proxy
 
 @pytest.fixture
 def start_proxy() -> StartProxy:
-    """`async with start_proxy(backend=..., **proxy_fields) as proxy:` — a proxy in this process."""
+    """`async with start_proxy(backend=..., wake=..., **proxy_fields) as proxy:` — a proxy in
+    this process (`wake`: optional `WakeSettings`, see `support.proxy_config`)."""
 
     def start(
         backend: Backend | None = None, **proxy_fields: object
