@@ -2,9 +2,12 @@
 
 Everything is in-process: `get` reads the manager's records, `resume` is an auto-resume
 (refused when the sandbox's lifecycle has auto-resume off), `touch` feeds the optional
-"activity extends the timeout" rule. Sandbox ports are reached through
-`Upstream.opener`, which asks the runtime for a socket connected inside the sandbox;
-`host` is a label that resolves nowhere, so the port can never be reached by address.
+"activity extends the timeout" rule, and `watch` passes on every state change the
+platform makes (timers, API calls) so the proxy's cached state follows.
+
+Sandbox ports are reached through `Upstream.opener`, which asks the runtime for a socket
+connected inside the sandbox; `host` is a label that resolves nowhere, so the port can
+never be reached by address.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 
-from wakeproxy.backends.base import SandboxInfo, SandboxState, Upstream
+from wakeproxy.backends.base import SandboxInfo, SandboxState, StateListener, Upstream
 from wakeproxy.errors import NotFound
 from wakeproxy.local.manager import SandboxManager
 
@@ -44,3 +47,12 @@ class LocalBackend:
 
     async def touch(self, activity: Mapping[str, float]) -> None:
         self._manager.touch(activity)
+
+    def watch(self, listener: StateListener) -> None:
+        """Tell `listener` of every state change the platform makes (None: killed)."""
+
+        def relay(info: SandboxInfo) -> None:
+            gone = info.state is SandboxState.KILLED
+            listener(info.sandbox_id, None if gone else info)
+
+        self._manager.subscribe(relay)

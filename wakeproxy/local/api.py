@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from wakeproxy.backends.base import SandboxState
 from wakeproxy.errors import (
@@ -55,6 +56,8 @@ from wakeproxy.local.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ApiSettings", "build_api"]
 
 V1_CREATE_TIMEOUT = 15.0  # the v1 `NewSandbox` default
 LEGACY_RESUME_TIMEOUT = 15.0  # the `ResumedSandbox` default
@@ -229,7 +232,7 @@ def _allow(exc: web.HTTPException) -> dict[str, str] | None:
     return {"Allow": allow} if allow else None
 
 
-def _api_key(expected: str | None) -> Callable[[web.Request, Handler], Awaitable[Any]]:
+def _api_key(expected: str | None) -> Middleware:
     wanted = None if expected is None else expected.encode()
 
     @web.middleware

@@ -30,12 +30,31 @@ class SandboxSpec:
 @dataclass(frozen=True, slots=True)
 class RuntimeInfo:
     pid: int
-    """The agent process: root of the sandbox's process tree."""
+    """The root of the sandbox's process tree (the agent runs in it; with namespaces the
+    root is the process that holds them, and the agent runs below it)."""
     isolated_network: bool
     """False when namespaces were unavailable and the sandbox shares host networking."""
     agent_port: int
     """Where the agent listens, seen from inside the sandbox (49983 when isolated)."""
     warnings: tuple[str, ...] = ()
+    # What a restarted platform needs to recognise and take back the sandbox's processes
+    # (`Runtime.adopt`); plain values so that records can store them as they are.
+    start_time: int = 0
+    """Start time of `pid` (clock ticks after boot): tells it from a later process that
+    reuses the pid. 0: unknown."""
+    init_pid: int = 0
+    """With namespaces: the sandbox's PID 1 (as seen from the host); else `pid`."""
+    init_start_time: int = 0
+    home: str = ""
+    """The sandbox's home as its processes see it: /home/user, or its real folder."""
+    cgroup: str = ""
+    """The sandbox's cgroup folder; empty when processes are frozen with signals."""
+    freezer: str = ""
+    """"cgroup1", "cgroup2" or "signal"."""
+    netstack: str = ""
+    """"pasta" or "slirp4netns" when attached for outbound traffic, else empty."""
+    netstack_pid: int = 0
+    netstack_start_time: int = 0
 
 
 class Runtime(Protocol):

@@ -59,7 +59,7 @@ def parse_query(query: Query) -> ListQuery:
         metadata=parse_metadata(_last(query, "metadata")),
         started_after=_time(_last(query, "startedAfter")),
         template=_last(query, "template"),
-        order=order,
+        order="asc" if order == "asc" else "desc",
         limit=_limit(_last(query, "limit")),
         after=_cursor(_last(query, "nextToken")),
     )

@@ -59,7 +59,7 @@ __all__ = ["CreateRequest", "SandboxManager", "Subscriber"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 20
-_RETRY_SECONDS = 5.0  # after a timed-out sandbox failed to pause
+_RETRY_SECONDS = 5.0  # before an overdue sandbox that failed to pause is paused again
 
 
 class SandboxManager:
@@ -69,12 +69,9 @@ class SandboxManager:
         data_dir: Path,
         *,
         clock: Callable[[], float] = time.time,
-        activity_extends_timeout: bool = False,
         max_sandboxes: int | None = None,
     ) -> None:
-        """`clock` gives epoch seconds (deadlines outlive the process, so not monotonic).
-        `activity_extends_timeout` is the default for sandboxes that do not choose."""
-        self.activity_extends_timeout = activity_extends_timeout
+        """`clock` gives epoch seconds (deadlines outlive the process, so not monotonic)."""
         self._runtime = runtime
         self._sandboxes_dir = data_dir / "sandboxes"
         self._store = RecordStore(data_dir / "records")
@@ -129,9 +126,6 @@ class SandboxManager:
 
     def records(self) -> list[SandboxRecord]:
         return list(self._records.values())
-
-    def now(self) -> float:
-        return self._clock()
 
     # -- operations -------------------------------------------------------------------------
 
@@ -271,6 +265,8 @@ class SandboxManager:
         try:
             await operation(sandbox_id)
         except Exception as exc:
+            if pausing:  # not again at once, should it be overdue: give the runtime a moment
+                self._retry_at[sandbox_id] = self._clock() + _RETRY_SECONDS
             if (record := self._records.get(sandbox_id)) is not None:
                 self._move(record, Event.PAUSE_FAILED if pausing else Event.RESUME_FAILED)
             verb = "pause" if pausing else "resume"
@@ -354,20 +350,12 @@ class SandboxManager:
         return next_at
 
     def _expire(self, record: SandboxRecord, action: lifecycle.OnTimeout) -> None:
-        sandbox_id = record.sandbox_id
-        log.info("sandbox %s timed out: %s", sandbox_id, action)
-        self._retry_at.pop(sandbox_id, None)
+        log.info("sandbox %s timed out: %s", record.sandbox_id, action)
+        self._retry_at.pop(record.sandbox_id, None)
         if action == "kill":
             self._begin_kill(record)
-            return
-
-        def paused(task: asyncio.Task[SandboxRecord]) -> None:
-            if task.cancelled() or task.exception() is not None:
-                # Not at once again: a runtime that cannot freeze now is given a moment.
-                self._retry_at[sandbox_id] = self._clock() + _RETRY_SECONDS
-                self._timer.wake()
-
-        self._start_pause(record).task.add_done_callback(paused)
+        else:
+            self._start_pause(record)
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -378,6 +366,8 @@ class SandboxManager:
         return self._change(record, life)
 
     def _change(self, record: SandboxRecord, life: lifecycle.Life) -> SandboxRecord:
+        if life == record.life:
+            return record
         changed = replace(record, life=life)
         self._commit(changed)
         return changed

@@ -1,7 +1,8 @@
 """Sandbox records and where they are kept: one JSON file per sandbox in the data dir.
 
 A record holds everything needed to describe a sandbox through the API and to take it
-back after a restart (its `SandboxSpec` inputs and the runtime's `RuntimeInfo`). Files are
+back after a restart (its `SandboxSpec` inputs and the runtime's `RuntimeInfo`, every
+field of it). Files are
 written whole to a temporary name and renamed over the old one, so a reader (or a
 restarted platform) sees either the previous record or the new one, never a mix. They
 are not fsync'ed: records survive a restart of the process, not a power cut.
@@ -15,7 +16,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -123,12 +124,7 @@ def to_json(record: SandboxRecord) -> dict[str, Any]:
         "trafficToken": record.traffic_token,
         "runtime": None
         if runtime is None
-        else {
-            "pid": runtime.pid,
-            "isolatedNetwork": runtime.isolated_network,
-            "agentPort": runtime.agent_port,
-            "warnings": list(runtime.warnings),
-        },
+        else {**asdict(runtime), "warnings": list(runtime.warnings)},
     }
 
 
@@ -138,14 +134,7 @@ def from_json(data: Mapping[str, Any]) -> SandboxRecord:
     p = data["policy"]
     policy = Policy(float(p["timeout"]), p["onTimeout"], p["autoResume"], p["activityExtends"])
     life = Life(SandboxState(data["state"]), int(data["version"]), float(data["endAt"]), policy)
-    rt = data["runtime"]
-    runtime = (
-        None
-        if rt is None
-        else RuntimeInfo(
-            int(rt["pid"]), bool(rt["isolatedNetwork"]), int(rt["agentPort"]), tuple(rt["warnings"])
-        )
-    )
+    runtime = None if data["runtime"] is None else _runtime_info(data["runtime"])
     return SandboxRecord(
         sandbox_id=str(data["sandboxId"]),
         template_id=str(data["templateId"]),
@@ -159,6 +148,15 @@ def from_json(data: Mapping[str, Any]) -> SandboxRecord:
         traffic_token=data["trafficToken"],
         runtime=runtime,
     )
+
+
+def _runtime_info(data: Mapping[str, Any]) -> RuntimeInfo:
+    # Every field the runtime reports is kept as is; fields a newer or older runtime
+    # does not know are left out, so records outlive changes to `RuntimeInfo`.
+    known = {f.name for f in fields(RuntimeInfo)}
+    values = {name: value for name, value in data.items() if name in known}
+    values["warnings"] = tuple(values.get("warnings", ()))
+    return RuntimeInfo(**values)
 
 
 class RecordStore:

@@ -36,5 +36,7 @@ class DeadlineTimer:
             self._wakeup.clear()
             next_at = self._scan()
             delay = None if next_at is None else max(next_at - self._clock(), 0.0)
+            # Not `wait_for`: on 3.11 it can swallow a cancel that races a wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()

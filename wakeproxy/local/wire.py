@@ -28,14 +28,13 @@ from typing import Any, Final
 
 from wakeproxy.backends.base import SandboxState
 from wakeproxy.errors import WakeproxyError
+from wakeproxy.local.agent import ENVD_VERSION
 from wakeproxy.local.lifecycle import OnTimeout, Policy, check_timeout
 from wakeproxy.local.records import CreateRequest, SandboxRecord
 
 ACTIVITY_EXTENDS_KEY: Final = "wakeproxy.activityExtendsTimeout"
 NETWORK_KEY: Final = "wakeproxy.network"  # in metadata when a sandbox shares host networking
 CLIENT_ID: Final = "wakeproxy"
-# The envd protocol level the agent speaks; the SDKs pick request shapes by it.
-ENVD_VERSION: Final = "0.5.2"
 
 _UNSUPPORTED_NETWORK = ("allowOut", "denyOut", "rules", "egressProxy")
 
@@ -133,7 +132,7 @@ def _lifecycle(data: Mapping[str, Any]) -> tuple[OnTimeout, bool]:
         auto_resume = enabled if enabled is not None else (policy == "any" if policy else None)
     if auto_resume is not None and not isinstance(auto_resume, bool):
         raise BadRequest(f"autoResume must be {{'enabled': true|false}}, not {auto_resume!r}")
-    return on_timeout, bool(auto_resume)
+    return ("pause" if on_timeout == "pause" else "kill"), bool(auto_resume)
 
 
 def _activity_extends(data: Mapping[str, Any], metadata: Mapping[str, str], default: bool) -> bool:
