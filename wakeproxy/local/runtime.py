@@ -240,7 +240,7 @@ class ProcessRuntime:
         if sandbox.netns is None:
             return sockets.host_socket()
         if (await self.capabilities()).setns:
-            return await self._sockets.create(sandbox.netns)
+            return self._sockets.create(sandbox.netns)
         if sandbox.broker is None:
             raise ConnectionRefusedError("no way into the sandbox's network namespace")
         return await asyncio.to_thread(sockets.broker_socket, sandbox.broker, self._connect_timeout)
