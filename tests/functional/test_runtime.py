@@ -254,6 +254,8 @@ async def test_two_sandboxes_serve_port_3000_and_each_is_reached(
     for spec in specs:
         body = await http_get(runtime.open_socket(spec.sandbox_id, 3000), "/who.txt")
         assert body == spec.sandbox_id.encode()
+    with pytest.raises(ConnectionRefusedError):
+        await runtime.open_socket("alpha", 3001)
 
 
 @needs_namespaces
@@ -295,6 +297,22 @@ async def test_inside_a_sandbox_home_processes_and_tools(
     assert (await written(spec, "four")).strip() == "4"
     # The data dir (records, other sandboxes) is covered by an empty folder.
     assert (await written(spec, "data")).split() == []
+
+
+@pytest.mark.parametrize("isolate", [True, False], ids=["namespaces", "host"])
+async def test_python_is_provided_when_the_host_has_only_python3(
+    make_runtime: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolate: bool
+) -> None:
+    system = "/usr/bin:/bin"
+    if shutil.which("python", path=system) or not shutil.which("python3", path=system):
+        pytest.skip("needs a host whose /usr/bin has python3 but no python")
+    if isolate and NAMESPACES_UNAVAILABLE:
+        pytest.skip(NAMESPACES_UNAVAILABLE)
+    monkeypatch.setenv("PATH", system)
+    runtime = make_runtime(isolate=isolate)
+    spec = sandbox(data_dir(tmp_path), "shimmed", run=[report("four", "python -c 'print(2 + 2)'")])
+    await runtime.start(spec)
+    assert (await written(spec, "four")).strip() == "4"
 
 
 async def test_without_isolation_it_shares_the_host_network(
@@ -703,9 +721,16 @@ from wakeproxy.local.contracts import SandboxSpec
 from wakeproxy.local.runtime import ProcessRuntime
 
 async def main():
-    data, survive = Path(sys.argv[1]), sys.argv[2] == "survive"
-    runtime = ProcessRuntime(data, [sys.executable, sys.argv[3]], survive_restart=survive)
-    info = await runtime.start(SandboxSpec("lasting", data / "lasting", {}))
+    data, survive, isolate = Path(sys.argv[1]), sys.argv[2] == "survive", sys.argv[3] == "ns"
+    runtime = ProcessRuntime(
+        data, [sys.executable, sys.argv[4]], survive_restart=survive, isolate=isolate
+    )
+    # A grandchild that outlives its parent shell, and reports its pid as the host sees it.
+    orphan = "sh -c 'sleep 1000 & echo $! > orphan.pid' &"
+    spec = SandboxSpec("lasting", data / "lasting", {"STANDIN_RUN": json.dumps([orphan])})
+    info = await runtime.start(spec)
+    while not (data / "lasting" / "home" / "orphan.pid").exists():
+        await asyncio.sleep(0.01)
     print(json.dumps(dataclasses.asdict(info)), flush=True)
 
 asyncio.run(main())
@@ -713,14 +738,17 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isolate", [True, False], ids=["namespaces", "host"])
 @pytest.mark.parametrize("survive", [True, False], ids=["survive_restart", "die_with_platform"])
 async def test_a_platform_process_that_exits(
-    make_runtime: Factory, tmp_path: Path, survive: bool
+    make_runtime: Factory, tmp_path: Path, survive: bool, isolate: bool
 ) -> None:
     """With `survive_restart` a new platform process adopts the sandbox; by default the
-    sandbox dies with the platform process that started it."""
+    sandbox, down to an orphaned grandchild, dies with the platform process."""
+    if isolate and NAMESPACES_UNAVAILABLE:
+        pytest.skip(NAMESPACES_UNAVAILABLE)
     argv = [sys.executable, "-c", RESTARTED_PLATFORM, str(data_dir(tmp_path))]
-    argv += ["survive" if survive else "die", str(STANDIN)]
+    argv += ["survive" if survive else "die", "ns" if isolate else "host", str(STANDIN)]
     env = {**os.environ, "PYTHONPATH": REPOSITORY}
     done = await asyncio.to_thread(
         subprocess.run, argv, env=env, capture_output=True, timeout=GUARD
@@ -736,6 +764,12 @@ async def test_a_platform_process_that_exits(
         await runtime.kill("lasting")
     else:
         await until(lambda: not procfs.is_running(info.pid, info.start_time), "the root to die")
-        await until(lambda: not procfs.is_running(info.init_pid), "its PID 1 to die")
+        await until(lambda: not procfs.is_running(info.init_pid), "its init to die")
+        if not isolate:  # (inside a PID namespace the pid means nothing to the host)
+            orphan = int(home_file(spec, "orphan.pid"))
+            await until(lambda: not procfs.is_running(orphan), "the orphan to die")
+        if info.cgroup:
+            procs = Path(info.cgroup) / "cgroup.procs"
+            await until(lambda: not list(procfs.pids_in([procs])), "its cgroup to empty")
         assert not await runtime.adopt(spec, info)
     assert marked(tmp_path, "lasting") == []

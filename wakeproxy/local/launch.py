@@ -3,7 +3,8 @@
 The first process of a sandbox is built from layers, outermost first; each layer execs
 the next, so they are all one process (the "root", our child):
 
-    setpriv --pdeathsig KILL --          dies with this process (unless it should survive)
+    setpriv --pdeathsig KILL --          dies with this process (unless it should survive;
+                                         TERM without namespaces, see `sandbox_init`)
     sh -c 'echo $$ > cgroup.procs' ...   joins the sandbox's cgroup before anything forks
     unshare --net --pid --mount --fork   new namespaces; forks PID 1 and waits for it
     python -I sandbox_init.py            PID 1: mounts, loopback, then starts the agent
@@ -60,14 +61,20 @@ def root_argv(
     argv = [sys.executable, "-I", str(INIT_SCRIPT)]
     if isolated:
         argv = namespaces.unshare_argv(argv, user_namespace=user_namespace)
-    return wrap(argv, group=group, pdeathsig=pdeathsig)
+        return wrap(argv, group=group, pdeathsig=pdeathsig)
+    # Without a PID namespace nothing ends the init's descendants with it: on SIGTERM the
+    # init ends them first (SIGKILL would give it no chance).
+    return wrap(argv, group=group, pdeathsig=pdeathsig, signal="TERM")
 
 
-def wrap(argv: list[str], *, group: Path | None, pdeathsig: bool) -> list[str]:
-    """`argv` started inside `group` and, with `pdeathsig`, ended with this process."""
+def wrap(
+    argv: list[str], *, group: Path | None, pdeathsig: bool, signal: str = "KILL"
+) -> list[str]:
+    """`argv` started inside `group` and, with `pdeathsig`, sent `signal` when this
+    process dies."""
     if group is not None:
         argv = cgroups.join_argv(group, argv)
-    return namespaces.pdeathsig_argv(argv) if pdeathsig else argv
+    return namespaces.pdeathsig_argv(argv, signal) if pdeathsig else argv
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,11 +60,11 @@ def unshare_argv(argv: Sequence[str], *, user_namespace: bool) -> list[str]:
     ]
 
 
-def pdeathsig_argv(argv: Sequence[str]) -> list[str]:
-    """`argv` with SIGKILL as its parent-death signal: when the process (really: the
-    thread) that started it dies, so does it. The setting survives exec, and is set before
-    exec so there is no window in which the parent could die unnoticed."""
-    return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+def pdeathsig_argv(argv: Sequence[str], signal: str = "KILL") -> list[str]:
+    """`argv` with `signal` as its parent-death signal: sent when the process (really: the
+    thread) that started it dies. The setting survives exec, and is set before exec so
+    there is no window in which the parent could die unnoticed."""
+    return ["setpriv", "--pdeathsig", signal, "--", *argv]
 
 
 async def probe(*, user_namespace: bool | None = None) -> Isolation:

@@ -19,7 +19,9 @@ Inside namespaces it is PID 1 and, before starting the agent:
     created in this network namespace and receives it (SCM_RIGHTS). A platform that may
     not setns(2) (not root) reaches sandbox ports this way, with no process copying bytes.
 Outside namespaces it makes itself a child subreaper, so that processes that daemonize
-stay below it, and kills what is left when the agent ends.
+stay below it, and kills what is left when the agent ends. There SIGTERM (the signal it
+gets when the platform process dies) ends the whole tree, which in a PID namespace the
+kernel does when PID 1 dies.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -211,6 +213,27 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def end_tree() -> None:
+    """SIGKILL every descendant, stopping them first so none forks out of reach."""
+    stopped: set[int] = set()
+    while fresh := [pid for pid in descendants(os.getpid()) if pid not in stopped]:
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped.update(fresh)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def end_tree_on_sigterm() -> None:
+    def handler(signum: int, _frame: object) -> None:
+        end_tree()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def reap_until_agent_exits(agent: int) -> int:
     while True:
         try:
@@ -222,12 +245,12 @@ def reap_until_agent_exits(agent: int) -> int:
             return code if code >= 0 else 128 - code
 
 
-def forward_signals(agent: int) -> None:
+def forward_signals(agent: int, signals: tuple[int, ...] = FORWARDED) -> None:
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(agent, signum)
 
-    for signum in FORWARDED:
+    for signum in signals:
         signal.signal(signum, forward)
 
 
@@ -246,15 +269,17 @@ def main() -> int:
     else:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         make_shims(config["shim_dir"], config["shims"])
+    if not config["isolated"]:
+        end_tree_on_sigterm()
     agent = start_agent(config)
     if listener is not None:
         threading.Thread(target=serve_broker, args=(listener,), daemon=True).start()
     forward_signals(agent.pid)
+    if config["isolated"]:  # as PID 1, SIGTERM would otherwise be ignored
+        forward_signals(agent.pid, (signal.SIGTERM,))
     code = reap_until_agent_exits(agent.pid)
     if not config["isolated"]:  # in a PID namespace the kernel does this when we exit
-        for pid in descendants(os.getpid()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        end_tree()
     return code
 
 
