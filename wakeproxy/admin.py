@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
-from wakeproxy.server import Listening, split_listen
+from wakeproxy.server import Listening, serving_app
 
 # Returns a mapping of check name → "ok" | "degraded" | "down".
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
@@ -31,18 +31,5 @@ def build_admin_app(readiness: ReadinessCheck) -> web.Application:
     return app
 
 
-@asynccontextmanager
-async def running_admin(listen: str, readiness: ReadinessCheck) -> AsyncIterator[Listening]:
-    runner = web.AppRunner(build_admin_app(readiness), access_log=None)
-    await runner.setup()
-    host, port = split_listen(listen)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    assert server is not None
-    assert hasattr(server, "sockets")
-    bound = server.sockets[0].getsockname()
-    try:
-        yield Listening(host=bound[0], port=bound[1])
-    finally:
-        await runner.cleanup()
+def running_admin(listen: str, readiness: ReadinessCheck) -> AbstractAsyncContextManager[Listening]:
+    return serving_app(build_admin_app(readiness), listen)

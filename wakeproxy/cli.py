@@ -1,4 +1,4 @@
-"""Command line: `wakeproxy serve`, `wakeproxy check-config`, `wakeproxy health`.
+"""Command line: `wakeproxy up`, `serve`, `check-config` and `health`.
 
 The only module that prints for the user or decides the process exit code.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from wakeproxy.config import Config, check_config_command, load_config
 from wakeproxy.errors import ConfigError
 from wakeproxy.logs import configure as configure_logs
 from wakeproxy.loops import loop_factory
+from wakeproxy.platform import running_platform
 from wakeproxy.server import serve_until_signalled
 from wakeproxy.workers import Supervisor
 
@@ -31,6 +33,11 @@ _FLAG_KEYS = {
     "domain": "proxy.domains",
     "backend": "backend.kind",
     "static_host": "backend.static_host",
+    "api_listen": "platform.api_listen",
+    "platform_domain": "platform.domain",
+    "data_dir": "platform.data_dir",
+    "api_key": "platform.api_key",
+    "keep_sandboxes": "platform.keep_sandboxes",
     "log_level": "log.level",
     "log_format": "log.format",
 }
@@ -52,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level")
     serve.add_argument("--log-format", choices=("json", "text"))
     serve.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
+
+    up = commands.add_parser("up", help="run the proxy with the embedded sandbox platform")
+    up.add_argument("--config", help="TOML config file (see config/wakeproxy.toml)")
+    up.add_argument("--proxy-listen", metavar="HOST:PORT", help="default 127.0.0.1:8080")
+    up.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:8081")
+    up.add_argument("--admin-listen", metavar="HOST:PORT", help="default 127.0.0.1:9091")
+    up.add_argument("--domain", dest="platform_domain", help="default localhost:<proxy port>")
+    up.add_argument("--data-dir", help="default ~/.local/share/wakeproxy")
+    up.add_argument("--api-key", help="required to listen beyond loopback")
+    up.add_argument("--keep-sandboxes", action="store_const", const=True, default=None)
+    up.add_argument("--log-level")
+    up.add_argument("--log-format", choices=("json", "text"))
 
     check = commands.add_parser("check-config", help="print the effective config or its errors")
     check.add_argument("file")
@@ -96,6 +115,27 @@ async def _serve_one(config: Config, *, reuse_port: bool) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    config = load_config(args.config, os.environ, _flags(args))
+    configure_logs(config.log.level, config.log.format)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_run_platform(config))
+
+
+async def _run_platform(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_platform(config) as platform:
+        lines = [f"{name}={value}" for name, value in platform.environment().items()]
+        lines.append(f"preview URLs: http://<port>-<sandboxId>.{platform.domain}/")
+        lines.append(f"admin: {platform.admin.url}/readyz")
+        print("\n".join(lines), flush=True)
+        await stop.wait()
+    return 0
+
+
 def _health(url: str, timeout: float) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -112,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args, argv)
+        if args.command == "up":
+            return _up(args)
         if args.command == "check-config":
             code, text = check_config_command(args.file, os.environ)
             print(text, file=sys.stdout if code == 0 else sys.stderr)

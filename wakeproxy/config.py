@@ -73,6 +73,30 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PlatformConfig:
+    """The embedded platform that `wakeproxy up` runs (the `local` backend)."""
+
+    api_listen: str = "127.0.0.1:8081"
+    """host:port of the E2B-compatible control-plane API (E2B_API_URL). Flag --api-listen."""
+    domain: str = ""
+    """Domain the API tells SDKs to build preview hosts from (`<port>-<id>.<domain>`);
+    empty: `localhost:<proxy port>`, which browsers resolve to loopback. Flag --domain."""
+    data_dir: str = ""
+    """Sandbox files and the platform's records; empty: $XDG_DATA_HOME/wakeproxy
+    (~/.local/share/wakeproxy). Flag --data-dir."""
+    api_key: str = ""
+    """Key clients must send (X-API-KEY, E2B_API_KEY); empty accepts any key, and then
+    every listener must be on loopback. Flag --api-key."""
+    keep_sandboxes: bool = False
+    """On shutdown, leave sandboxes running for the next start to take back; otherwise
+    every sandbox process ends with the platform and its record is dropped."""
+    activity_extends_timeout: bool = False
+    """Traffic through the proxy pushes a sandbox's timeout back (idle-timeout semantics)."""
+    max_sandboxes: int = 100
+    """Sandboxes that may exist at once; creating one more answers 429."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     """debug, info, warning or error."""
@@ -87,6 +111,7 @@ class Config:
     backend: BackendConfig = field(default_factory=BackendConfig)
     log: LogConfig = field(default_factory=LogConfig)
     wake: WakeSettings = field(default_factory=WakeSettings)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
 
 
 # --- allowed values -----------------------------------------------------------------------
@@ -212,8 +237,11 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "proxy.websocket_max_message": _at_least(1),
         "admin.listen": _host_port,
         # Grows as backend drivers land, so a kind nothing implements fails at load time.
-        "backend.kind": _one_of("static"),
+        "backend.kind": _one_of("static", "local"),
         "backend.static_host": _host,
+        "platform.api_listen": _host_port,
+        "platform.domain": lambda value: _domain(value) if value else None,
+        "platform.max_sandboxes": _at_least(1),
         "log.level": _one_of("debug", "info", "warning", "error"),
         "log.format": _one_of("json", "text"),
         **{f"wake.{name}": _above(0) for name in _WAKE_NUMBERS},

@@ -20,6 +20,7 @@ from aiohttp import web
 from wakeproxy.backends.base import Backend, watch_backend
 from wakeproxy.config import Config, ProxyConfig
 from wakeproxy.gateway import Gateway
+from wakeproxy.proxy.connector import UpstreamConnector
 from wakeproxy.proxy.front import ProxyFront
 from wakeproxy.proxy.headers import ForwardedRules
 from wakeproxy.proxy.http_relay import HttpRelay
@@ -54,7 +55,7 @@ class Listening:
 
 
 def _upstream_session(config: ProxyConfig) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
+    connector = UpstreamConnector(
         limit=0,
         limit_per_host=config.upstream_connections,
         keepalive_timeout=30.0,
@@ -144,3 +145,18 @@ async def serve_until_signalled(config: Config, backend: Backend, *, reuse_port:
         log.info("proxy listening", extra={"event": "listening", "url": proxy.url})
         await stop.wait()
         log.info("shutting down", extra={"event": "shutdown"})
+
+
+@asynccontextmanager
+async def serving_app(app: web.Application, listen: str) -> AsyncIterator[Listening]:
+    """Serve an ordinary aiohttp app (admin, control-plane API) until the block exits."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_listen(listen)
+    sock = _listening_socket(host, port, reuse_port=False)
+    await web.SockSite(runner, sock).start()
+    bound = sock.getsockname()
+    try:
+        yield Listening(host=bound[0], port=bound[1])
+    finally:
+        await runner.cleanup()

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+from platform_process import PlatformProcess
 from proxy_process import ProxyProcess
 from support import StartProxy, proxy_config
 
@@ -48,3 +49,25 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def platform_process(tmp_path: Path) -> Iterator[Callable[..., PlatformProcess]]:
+    """`platform_process(*up_args)` starts `wakeproxy up` in its own process; stopped after."""
+    started: list[PlatformProcess] = []
+
+    def start(*args: str) -> PlatformProcess:
+        process = PlatformProcess(tmp_path / f"platform{len(started)}", *args)
+        process.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def platform(platform_process: Callable[..., PlatformProcess]) -> PlatformProcess:
+    """A running `wakeproxy up` with default settings."""
+    return platform_process()

@@ -17,6 +17,7 @@ from yarl import URL
 
 from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamTimeout
+from wakeproxy.proxy.connector import registrar
 from wakeproxy.proxy.headers import ForwardedRules, downstream_response_headers
 from wakeproxy.routing import Target
 
@@ -43,6 +44,7 @@ def port_not_open(sandbox_id: str, port: int) -> PortNotOpen:
 class HttpRelay:
     def __init__(self, session: aiohttp.ClientSession, rules: ForwardedRules) -> None:
         self._session = session
+        self._register = registrar(session)
         self._rules = rules
 
     async def forward(
@@ -55,6 +57,8 @@ class HttpRelay:
         off as a whole one.
         """
         sandbox_id, port = target.sandbox_id, target.port
+        if upstream.opener is not None:
+            self._register(upstream)
         headers = self._rules.upstream_request_headers(
             _raw_headers(request), request.remote, request.scheme, request.host
         )

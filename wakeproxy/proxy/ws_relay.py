@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 
 from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import ProxyError
+from wakeproxy.proxy.connector import registrar
 from wakeproxy.proxy.headers import ForwardedRules, websocket_protocols
 from wakeproxy.proxy.http_relay import port_not_open, upstream_url
 from wakeproxy.routing import Target
@@ -57,6 +58,7 @@ class WebSocketRelay:
         max_message: int,
     ) -> None:
         self._session = session
+        self._register = registrar(session)
         self._rules = rules
         self._open = open_relays
         self._max_message = max_message
@@ -66,6 +68,8 @@ class WebSocketRelay:
     ) -> web.WebSocketResponse:
         """Relay one session; `gate(target)` runs before each client message goes upstream
         (it wakes a sandbox that was paused while the session stayed open)."""
+        if upstream.opener is not None:
+            self._register(upstream)
         inner = await self._connect(request, upstream, target.sandbox_id, target.port)
         outer = web.WebSocketResponse(
             protocols=(inner.protocol,) if inner.protocol else (),

@@ -42,9 +42,13 @@ _CONNECT_TIMEOUT = 1.0
 
 
 async def connect_probe(upstream: Upstream) -> bool:
-    """The real `Probe`: open one TCP or unix-socket connection and close it again."""
+    """The real `Probe`: open one connection (TCP, unix socket or the upstream's own
+    opener) and close it again."""
     try:
         async with asyncio.timeout(_CONNECT_TIMEOUT):
+            if upstream.opener is not None:
+                (await upstream.opener()).close()
+                return True
             if upstream.unix_path:
                 _, writer = await asyncio.open_unix_connection(upstream.unix_path)
             else:
