@@ -11,6 +11,7 @@ schema from the dataclasses, so nothing else changes.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -302,4 +303,12 @@ def check_config_command(path: str, env: Mapping[str, str]) -> tuple[int, str]:
         config = load_config(path, env)
     except ConfigError as exc:
         return 1, "\n".join(f"{key}: {reason}" for key, reason in exc.problems)
-    return 0, config_to_toml(config).rstrip("\n")
+    return 0, config_to_toml(redacted(config)).rstrip("\n")
+
+
+def redacted(config: Config) -> Config:
+    """The config with secrets masked, for printing and logging."""
+    if not config.platform.api_key:
+        return config
+    platform = dataclasses.replace(config.platform, api_key="<redacted>")
+    return dataclasses.replace(config, platform=platform)

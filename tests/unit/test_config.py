@@ -613,3 +613,12 @@ def test_to_toml_round_trips_any_value(section: WakeSection) -> None:
         loaded = configload.load(Schema, path=path, env={}, flags={}, prefix="T", checks={})
     assert loaded == schema
     assert math.copysign(1, loaded.wake.ratio) == math.copysign(1, section.ratio)
+
+
+def test_check_config_never_prints_the_api_key(tmp_path: Path) -> None:
+    path = tmp_path / "secret.toml"
+    path.write_text('[platform]\napi_key = "s3cret-value"\n', encoding="utf-8")
+    code, text = check_config_command(str(path), {})
+    assert code == 0
+    assert "s3cret-value" not in text
+    assert 'api_key = "<redacted>"' in text
