@@ -432,11 +432,18 @@ async def test_gzip_bodies_both_ways(agent: AgentProcess) -> None:
 
 
 async def test_several_files_in_one_upload(sandbox: AsyncSandbox, agent: AgentProcess) -> None:
+    absolute = agent.home / "abs/c.txt"  # a part's filename is its path, leading `/` and all
     written = await sandbox.files.write_files(
-        [{"path": "m/a.txt", "data": "A"}, {"path": "m/b.txt", "data": b"B"}]
+        [
+            {"path": "m/a.txt", "data": "A"},
+            {"path": "m/b.txt", "data": b"B"},
+            {"path": str(absolute), "data": "C"},
+        ]
     )
-    assert [w.path for w in written] == [str(agent.home / "m/a.txt"), str(agent.home / "m/b.txt")]
+    wanted = [str(agent.home / "m/a.txt"), str(agent.home / "m/b.txt"), str(absolute)]
+    assert [w.path for w in written] == wanted
     assert (agent.home / "m/b.txt").read_bytes() == b"B"
+    assert absolute.read_text() == "C"
 
 
 async def test_reading_what_is_not_a_file(sandbox: AsyncSandbox) -> None:

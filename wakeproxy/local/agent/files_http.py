@@ -2,10 +2,11 @@
 
 Query: `path` (relative paths are under the user's home) and `username`. Uploads are
 `multipart/form-data` with `file` parts (each part's filename is its path when the
-query has none; the SDKs send several files that way) or `application/octet-stream`
-with the path in the query; a gzip `Content-Encoding` is undone by the server. A
-download is gzip-compressed when the client asks for it. Bodies stream between the
-socket and the disk in chunks; no file is held in memory.
+query has none; the SDKs send several files that way, absolute paths included, so the
+filename is read as sent, where aiohttp's own parser would drop a leading `/`) or
+`application/octet-stream` with the path in the query; a gzip `Content-Encoding` is
+undone by the server. A download is gzip-compressed when the client asks for it. Bodies
+stream between the socket and the disk in chunks; no file is held in memory.
 
 Errors are envd's: `{"code": <status>, "message": "..."}` with 400 for a bad path or
 a directory where a file belongs, 401 for an unknown user or a missing/invalid token
@@ -22,10 +23,12 @@ import posixpath
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
+from email.message import Message
 from email.utils import formatdate
 from typing import BinaryIO
 
 from aiohttp import BodyPartReader, web
+from aiohttp.hdrs import CONTENT_DISPOSITION
 
 from wakeproxy.local.agent import auth, paths
 from wakeproxy.local.agent.errors import FilesError, PathError, UnknownUser
@@ -132,7 +135,7 @@ class FilesEndpoint:
             if not isinstance(part, BodyPartReader) or part.name != "file":
                 await part.release()
                 continue
-            name = raw if raw is not None else part.filename
+            name = raw if raw is not None else _part_path(part)
             if name is None:
                 raise FilesError(400, "error getting multipart file name: the part has none")
             path = self._resolve(name, user)
@@ -145,6 +148,17 @@ class FilesEndpoint:
             await _write_file(path, _part_chunks(part))
             written.append(path)
         return written
+
+
+def _part_path(part: BodyPartReader) -> str | None:
+    """The part's `filename` exactly as sent, as envd reads it (`/home/user/a.txt` stays
+    absolute); quoted strings and RFC 2231 `filename*` are decoded."""
+    disposition = part.headers.get(CONTENT_DISPOSITION)
+    if disposition is None:
+        return None
+    header = Message()
+    header[CONTENT_DISPOSITION] = disposition
+    return header.get_filename()
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
