@@ -23,6 +23,20 @@ _TITLES = {
     503: "Sandbox is not ready yet",
     504: "Sandbox did not answer in time",
 }
+# Where one status covers situations a person handles differently.
+_REASON_TITLES = {
+    "sandbox_not_found": "Sandbox not found",
+    "port_not_open": "Nothing is listening on this port",
+}
+# What a person at the browser can do; `{id}` is the sandbox id.
+_HINTS = {
+    "bad_request": "Preview addresses look like http://<port>-<sandbox id>.<domain>/.",
+    "sandbox_not_found": "Check the address: the sandbox id may be mistyped, "
+    "or the sandbox was killed or has expired.",
+    "sandbox_paused": 'To resume it, call Sandbox.connect("{id}") with the E2B SDK, '
+    "then reload this page.",
+    "port_not_open": "Start a server on this port inside the sandbox, then reload this page.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +61,7 @@ def render_error(error: ProxyError, *, html: bool) -> Rendered:
         headers.append(("Retry-After", str(max(1, math.ceil(error.retry_after)))))
     if html:
         headers.append(("Content-Type", "text/html; charset=utf-8"))
-        title = _TITLES.get(error.status, "Proxy error")
-        detail = f"Sandbox: {error.sandbox_id}" if error.sandbox_id else ""
-        return Rendered(
-            error.status, tuple(headers), page(title=title, message=error.message, detail=detail)
-        )
+        return Rendered(error.status, tuple(headers), _error_page(error))
     document: dict[str, object] = {
         "code": error.status,
         "message": error.message,
@@ -61,3 +71,17 @@ def render_error(error: ProxyError, *, html: bool) -> Rendered:
         document["sandboxId"] = error.sandbox_id
     headers.append(("Content-Type", "application/json"))
     return Rendered(error.status, tuple(headers), json.dumps(document).encode())
+
+
+def _error_page(error: ProxyError) -> bytes:
+    title = _REASON_TITLES.get(error.reason) or _TITLES.get(error.status, "Proxy error")
+    detail = f"Sandbox: {error.sandbox_id}" if error.sandbox_id else ""
+    hint = _HINTS.get(error.reason, "")
+    if not hint and error.retry_after is not None:
+        hint = "This page does not reload by itself: reload it in a few seconds."
+    return page(
+        title=title,
+        message=error.message,
+        detail=detail,
+        hint=hint.replace("{id}", error.sandbox_id or "<sandbox id>"),
+    )
