@@ -71,3 +71,14 @@ def platform_process(tmp_path: Path) -> Iterator[Callable[..., PlatformProcess]]
 def platform(platform_process: Callable[..., PlatformProcess]) -> PlatformProcess:
     """A running `wakeproxy up` with default settings."""
     return platform_process()
+
+
+@pytest.fixture(scope="module")
+def module_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """One `wakeproxy up` with default settings, shared by the tests of a module (each
+    test creates and kills its own sandboxes)."""
+    process = PlatformProcess(tmp_path_factory.mktemp("platform"))
+    try:
+        yield process.start()
+    finally:
+        process.stop()
