@@ -15,6 +15,11 @@
     GET    /sandboxes/{id}/metrics          no metrics are kept          200 []
     GET    /health                          no API key needed            204
 
+For proxies in other processes (`wakeproxy.local.extension`, docs/backend-protocol.md):
+`GET /sandboxes/{id}` adds a "wakeproxy" object, `connect` with {"autoResume": true}
+resumes as traffic would, and `GET /sandboxes/{id}/ports/{port}` and
+`POST /wakeproxy/activity` say where ports are reached and take activity.
+
 An unknown or killed sandbox is 404 everywhere. Errors are `{"code", "message"}` (the
 SDKs' generated clients fail to parse an error body without both): 400 malformed,
 401 API key, 404, 409 wrong state, 429 sandbox limit, 503 runtime failure, 500 else.
@@ -42,6 +47,8 @@ from wakeproxy.errors import (
     WakeproxyError,
 )
 from wakeproxy.local import listing
+from wakeproxy.local.contracts import SandboxUnsupported
+from wakeproxy.local.extension import add_extension_routes, extension_json, wants_auto_resume
 from wakeproxy.local.lifecycle import DEFAULT_TIMEOUT, IllegalTransition, InvalidLifecycle
 from wakeproxy.local.manager import SandboxManager
 from wakeproxy.local.wire import (
@@ -64,6 +71,7 @@ LEGACY_RESUME_TIMEOUT = 15.0  # the `ResumedSandbox` default
 
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (BadRequest, 400),
+    (SandboxUnsupported, 400),
     (InvalidLifecycle, 400),
     (NotFound, 404),
     (IllegalTransition, 409),
@@ -76,8 +84,12 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_api(manager: SandboxManager, settings: ApiSettings) -> web.Application:
-    """The API app; the caller owns `manager` (starts and closes it)."""
+def build_api(
+    manager: SandboxManager, settings: ApiSettings, *, broker: str | None = None
+) -> web.Application:
+    """The API app; the caller owns `manager` (starts and closes it). With `broker` (the
+    path of the platform's socket broker) proxies in other processes reach sandboxes
+    with their own network namespace."""
     api = _Api(manager, settings)
     app = web.Application(middlewares=[_errors, _api_key(settings.api_key)])
     add = app.router.add_route
@@ -95,6 +107,7 @@ def build_api(manager: SandboxManager, settings: ApiSettings) -> web.Application
     add("POST", "/sandboxes/{id}/timeout", api.timeout)
     add("POST", "/sandboxes/{id}/refreshes", api.refresh)
     add("GET", "/sandboxes/{id}/metrics", api.metrics)
+    add_extension_routes(app, manager, broker)
     return app
 
 
@@ -138,7 +151,9 @@ class _Api:
         record = self._manager.get(sandbox_id)
         if record is None:
             raise NotFound(f"The sandbox was not found: {sandbox_id}")
-        return web.json_response(detail_json(record, self._settings))
+        body = detail_json(record, self._settings)
+        body["wakeproxy"] = extension_json(record)
+        return web.json_response(body)
 
     async def kill(self, request: web.Request) -> web.Response:
         await self._manager.kill(request.match_info["id"])
@@ -165,8 +180,12 @@ class _Api:
 
     async def _connect(self, request: web.Request, default: float | None) -> web.Response:
         sandbox_id = request.match_info["id"]
-        seconds = self._seconds(await _body(request), "timeout", default)
-        record, resumed = await self._manager.resume(sandbox_id, seconds=seconds)
+        asked = await _body(request)
+        if wants_auto_resume(asked):  # a proxy's wake: refused when auto-resume is off
+            record, resumed = await self._manager.resume(sandbox_id, auto=True)
+        else:
+            seconds = self._seconds(asked, "timeout", default)
+            record, resumed = await self._manager.resume(sandbox_id, seconds=seconds)
         body = sandbox_json(record, self._settings)
         return web.json_response(body, status=201 if resumed else 200)
 

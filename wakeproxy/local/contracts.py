@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from wakeproxy.errors import WakeproxyError
+
 
 @dataclass(frozen=True, slots=True)
 class SandboxSpec:
@@ -25,6 +27,11 @@ class SandboxSpec:
     allow_internet: bool = True
     agent_token: str | None = None
     """When set, the agent demands it in `X-Access-Token` (a `secure` sandbox)."""
+
+
+class SandboxUnsupported(WakeproxyError, ValueError):
+    """The spec asks for what this machine cannot give a sandbox (a 400, not a failure
+    worth retrying): no internet access where sandboxes must share the host's network."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +62,17 @@ class RuntimeInfo:
     """"pasta" or "slirp4netns" when attached for outbound traffic, else empty."""
     netstack_pid: int = 0
     netstack_start_time: int = 0
+    ends_with_platform: bool = False
+    """Started to end with the platform process that started it (not `survive_restart`).
+    A later platform that still finds it running ends it instead of taking it back: with
+    the cgroup v1 freezer, a paused sandbox cannot act on its parent-death signal until
+    it is thawed, so it outlives a platform killed with SIGKILL."""
 
 
 class Runtime(Protocol):
     async def start(self, spec: SandboxSpec) -> RuntimeInfo:
-        """Start the sandbox's agent (and so its process tree); returns once it answers."""
+        """Start the sandbox's agent (and so its process tree); returns once it answers.
+        Raises `SandboxUnsupported` for a spec it cannot honour here."""
         ...
 
     async def freeze(self, sandbox_id: str) -> None:

@@ -24,7 +24,9 @@ After a restart (`start` over a data dir with records):
     when the platform stopped has that operation done again and completed;
   - a sandbox the runtime could not adopt is gone: its record and files are removed and
     subscribers see it `killed`; a record whose start or kill never finished is killed
-    through the runtime (best effort) and removed. Nothing is left running unrecorded.
+    through the runtime (best effort) and removed; the processes of a sandbox whose record
+    is unreadable are killed too (the record is set aside, its files are kept). Nothing
+    is left running unrecorded.
 `close(kill_all=False)` leaves sandboxes running (frozen ones stay frozen) for the next
 start to adopt; `close(kill_all=True)` kills every one of them first.
 """
@@ -45,7 +47,7 @@ from pathlib import Path
 from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, SandboxState
 from wakeproxy.errors import LimitExceeded, NotAllowed, NotFound, Unavailable
 from wakeproxy.local import lifecycle
-from wakeproxy.local.contracts import Runtime
+from wakeproxy.local.contracts import Runtime, SandboxUnsupported
 from wakeproxy.local.flights import Flight, Flights, settle
 from wakeproxy.local.lifecycle import Event, IllegalTransition
 from wakeproxy.local.records import CreateRequest, RecordStore, SandboxRecord, new_record
@@ -60,6 +62,10 @@ __all__ = ["CreateRequest", "SandboxManager", "Subscriber"]
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 20
 _RETRY_SECONDS = 5.0  # before an overdue sandbox that failed to pause is paused again
+# A sandbox whose timeout fires while requests to it are in flight is paused once they
+# are answered (checked this often), unless they take longer than the grace period.
+_BUSY_RECHECK = 0.05
+_BUSY_GRACE = 60.0
 
 
 class SandboxManager:
@@ -80,6 +86,7 @@ class SandboxManager:
         self._records: dict[str, SandboxRecord] = {}
         self._starting = 0
         self._retry_at: dict[str, float] = {}
+        self._busy: Callable[[str], bool] = lambda sandbox_id: False
         self._subscribers: list[Subscriber] = []
         self._timer = DeadlineTimer(self._expire_due, clock)
         self._flights: Flights[SandboxRecord] = Flights(lambda _: self._timer.wake())
@@ -92,6 +99,11 @@ class SandboxManager:
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for record in self._store.load_all():
             await self._recover(record)
+        for sandbox_id in self._store.unreadable:  # nothing to take back: end what is left
+            try:
+                await self._runtime.kill(sandbox_id)
+            except Exception as exc:
+                log.error("could not end what is left of sandbox %s: %s", sandbox_id, exc)
         self._open = True
         self._timer.start()
 
@@ -224,6 +236,9 @@ class SandboxManager:
         self._store.save(record)
         try:
             info = await self._runtime.start(record.spec())
+        except SandboxUnsupported:
+            await self._discard(record, kill=True)
+            raise
         except Exception as exc:
             await self._discard(record, kill=True)
             raise Unavailable(f"could not start the sandbox: {exc}") from exc
@@ -341,6 +356,9 @@ class SandboxManager:
                 continue
             retry_at = self._retry_at.get(record.sandbox_id, now)
             action = lifecycle.due(record.life, now) if retry_at <= now else None
+            if action is not None and self._still_serving(record, now):
+                retry_at = self._retry_at[record.sandbox_id] = now + _BUSY_RECHECK
+                action = None
             if action is not None:
                 self._expire(record, action)
                 continue
@@ -348,6 +366,15 @@ class SandboxManager:
             if at is not None:
                 next_at = at if next_at is None else min(next_at, at)
         return next_at
+
+    def set_busy_check(self, busy: Callable[[str], bool]) -> None:
+        """`busy(sandbox_id)`: are requests to it in flight? (the proxy knows)."""
+        self._busy = busy
+
+    def _still_serving(self, record: SandboxRecord, now: float) -> bool:
+        # Freezing a sandbox mid-answer would hold its clients until something woke it.
+        deadline = lifecycle.deadline(record.life) or now
+        return now - deadline < _BUSY_GRACE and self._busy(record.sandbox_id)
 
     def _expire(self, record: SandboxRecord, action: lifecycle.OnTimeout) -> None:
         log.info("sandbox %s timed out: %s", record.sandbox_id, action)

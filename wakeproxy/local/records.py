@@ -150,11 +150,16 @@ def from_json(data: Mapping[str, Any]) -> SandboxRecord:
     )
 
 
+# Records written before every field was kept named these fields in camelCase.
+_OLD_NAMES: Final = {"isolatedNetwork": "isolated_network", "agentPort": "agent_port"}
+
+
 def _runtime_info(data: Mapping[str, Any]) -> RuntimeInfo:
     # Every field the runtime reports is kept as is; fields a newer or older runtime
     # does not know are left out, so records outlive changes to `RuntimeInfo`.
     known = {f.name for f in fields(RuntimeInfo)}
-    values = {name: value for name, value in data.items() if name in known}
+    renamed = {_OLD_NAMES.get(name, name): value for name, value in data.items()}
+    values = {name: value for name, value in renamed.items() if name in known}
     values["warnings"] = tuple(values.get("warnings", ()))
     return RuntimeInfo(**values)
 
@@ -166,6 +171,8 @@ class RecordStore:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.unreadable: list[str] = []
+        """Ids (file names) of the records the last `load_all` set aside."""
 
     def save(self, record: SandboxRecord) -> None:
         path = self._path(record.sandbox_id)
@@ -183,13 +190,16 @@ class RecordStore:
             self._path(sandbox_id).unlink()
 
     def load_all(self) -> list[SandboxRecord]:
-        """Every readable record; an unreadable file is set aside as `*.broken`."""
+        """Every readable record; an unreadable file is set aside as `*.broken` (and its
+        name listed in `unreadable`)."""
         records = []
+        self.unreadable = []
         for path in sorted(self._folder.glob("*.json")):
             try:
                 records.append(from_json(json.loads(path.read_bytes())))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("sandbox record %s is unreadable (%s); set aside", path, exc)
+                self.unreadable.append(path.stem)
                 with contextlib.suppress(OSError):
                     path.rename(path.with_suffix(".broken"))
         return records

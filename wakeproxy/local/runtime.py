@@ -22,6 +22,8 @@ the platform.
 
 Errors (all `WakeproxyError`s):
     SandboxStartError       the agent died or did not answer /health in time (its output)
+    SandboxUnsupported      no internet access asked for where sandboxes share the
+                            host's network (no namespaces)
     SandboxNotRunning       freeze/thaw of a sandbox this runtime does not run
     FreezeError             processes would not stop, or end, in time
 `open_socket` raises ConnectionRefusedError when nothing listens or the sandbox is not
@@ -42,7 +44,7 @@ from wakeproxy.backends.base import AGENT_PORT
 from wakeproxy.errors import WakeproxyError
 from wakeproxy.local import capabilities, cgroups, launch, sockets, starting
 from wakeproxy.local.capabilities import Capabilities, Choices
-from wakeproxy.local.contracts import RuntimeInfo, SandboxSpec
+from wakeproxy.local.contracts import RuntimeInfo, SandboxSpec, SandboxUnsupported
 from wakeproxy.local.freezer import FreezeError
 from wakeproxy.local.health import agent_is_healthy
 from wakeproxy.local.sandbox import Sandbox, end_leftovers, reattach
@@ -113,6 +115,14 @@ class ProcessRuntime:
         """Start the sandbox; returns once its agent answers GET /health."""
         caps = await self.capabilities()
         sandbox_id = _checked(spec.sandbox_id)
+        if not spec.allow_internet and not caps.isolation.namespaces:
+            # Sharing the host's network would grant what the sandbox was to be denied.
+            reason = caps.isolation.reason or "isolation turned off"
+            raise SandboxUnsupported(
+                "allow_internet_access=false needs a network namespace for the sandbox, "
+                f"and this machine gives none ({reason}): sandboxes here share the host's "
+                "network"
+            )
         if sandbox_id in self._sandboxes or sandbox_id in self._starting:
             raise WakeproxyError(f"sandbox {sandbox_id} is already running")
         self._starting.add(sandbox_id)

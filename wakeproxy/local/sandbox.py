@@ -91,12 +91,16 @@ def reattach(
     info: RuntimeInfo, marker: str, hierarchy: Hierarchy | None, broker: Path
 ) -> Sandbox | None:
     """Take back the sandbox `info` describes, if its root is still running and carries
-    `marker`; None when it is gone. Fields that older records lack (start times, PID 1,
-    the cgroup) are found again from /proc and the cgroup tree."""
+    `marker`; None when it is gone, or when it was to end with a platform process that
+    is gone (`RuntimeInfo.ends_with_platform`). Fields that older records lack (start
+    times, PID 1, the cgroup) are found again from /proc and the cgroup tree."""
     root = Child(info.pid, info.start_time)
     environ = procfs.read_environ(info.pid) if root.alive() else None
     if environ is None or environ.get(launch.MARKER) != marker:
         return None
+    stat = procfs.read_stat(info.pid)
+    if info.ends_with_platform and (stat is None or stat.ppid != os.getpid()):
+        return None  # its platform (its parent) died; only this process may take it back
     info = _complete(info, root, hierarchy, marker.rsplit("/", 1)[1])
     sandbox = Sandbox(info=info, root=root, group=group_for(info, root))
     if info.isolated_network:
