@@ -70,6 +70,15 @@ class RedisServer:
             self._process.kill()
             self._process.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP the server: it keeps its connections but answers nothing (a hang)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+
     def restart(self, timeout: float = 10.0) -> None:
         """Start again on the same port (killing it first if it is still up)."""
         self.kill()

@@ -1,4 +1,4 @@
-"""The admin listener: liveness and readiness for orchestrators (metrics join later)."""
+"""The admin listener: liveness, readiness and Prometheus metrics for operators."""
 
 from __future__ import annotations
 
@@ -6,14 +6,23 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from wakeproxy.server import Listening, serving_app
 
-# Returns a mapping of check name → "ok" | "degraded" | "down".
+# The classic text format, which every Prometheus reads; wakeproxy's metric and label
+# names need none of the newer format's escaping, so the body is the same either way.
+_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Returns a mapping of part name → "ok" | "degraded" | "down" | "disabled".
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
-def build_admin_app(readiness: ReadinessCheck) -> web.Application:
+def build_admin_app(
+    readiness: ReadinessCheck, registry: CollectorRegistry | None = None
+) -> web.Application:
+    """`/healthz`, `/readyz`, and `/metrics` when there is a `registry` to expose."""
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -28,8 +37,19 @@ def build_admin_app(readiness: ReadinessCheck) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if registry is not None:
+        exposed = registry
+
+        async def metrics(request: web.Request) -> web.Response:
+            response = web.Response(body=generate_latest(exposed))
+            response.headers["Content-Type"] = _CONTENT_TYPE
+            return response
+
+        app.router.add_get("/metrics", metrics)
     return app
 
 
-def running_admin(listen: str, readiness: ReadinessCheck) -> AbstractAsyncContextManager[Listening]:
-    return serving_app(build_admin_app(readiness), listen)
+def running_admin(
+    listen: str, readiness: ReadinessCheck, registry: CollectorRegistry | None = None
+) -> AbstractAsyncContextManager[Listening]:
+    return serving_app(build_admin_app(readiness, registry), listen)

@@ -1,4 +1,4 @@
-"""Command line: `wakeproxy up`, `serve`, `check-config` and `health`.
+"""Command line: `wakeproxy up`, `serve`, `serve-api`, `check-config` and `health`.
 
 The only module that prints for the user or decides the process exit code.
 """
@@ -12,17 +12,23 @@ import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from wakeproxy import __version__
 from wakeproxy.admin import running_admin
-from wakeproxy.backends.factory import build_backend
+from wakeproxy.backends.base import Backend
+from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config, check_config_command, load_config
+from wakeproxy.controlplane import running_control_plane
 from wakeproxy.errors import ConfigError
 from wakeproxy.logs import configure as configure_logs
 from wakeproxy.loops import loop_factory
+from wakeproxy.metrics import Metrics
 from wakeproxy.platform import running_platform
+from wakeproxy.readiness import Readiness, backend_check
 from wakeproxy.server import serve_until_signalled
+from wakeproxy.state.factory import open_store, report_health
+from wakeproxy.state.shared import StateStore
 from wakeproxy.workers import Supervisor
 
 # CLI flag → config key path; flags win over env, file and defaults.
@@ -40,6 +46,8 @@ _FLAG_KEYS = {
     "keep_sandboxes": "platform.keep_sandboxes",
     "log_level": "log.level",
     "log_format": "log.format",
+    "backend_url": "backend.url",
+    "redis_url": "state.redis_url",
 }
 
 
@@ -54,11 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-listen", metavar="HOST:PORT")
     serve.add_argument("--workers", type=int, metavar="N")
     serve.add_argument("--domain", action="append", metavar="DOMAIN")
-    serve.add_argument("--backend", metavar="KIND")
+    serve.add_argument("--backend", metavar="KIND", help="static (default) or http")
     serve.add_argument("--static-host", metavar="HOST")
+    serve.add_argument("--backend-url", metavar="URL", help="http: the control plane's URL")
+    serve.add_argument("--redis-url", metavar="URL", help="state shared by replicas")
     serve.add_argument("--log-level")
     serve.add_argument("--log-format", choices=("json", "text"))
     serve.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     up = commands.add_parser("up", help="run the proxy with the embedded sandbox platform")
     up.add_argument("--config", help="TOML config file (see config/wakeproxy.toml)")
@@ -69,8 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="default ~/.local/share/wakeproxy")
     up.add_argument("--api-key", help="required to listen beyond loopback")
     up.add_argument("--keep-sandboxes", action="store_const", const=True, default=None)
+    up.add_argument("--redis-url", metavar="URL", help="state shared with other replicas")
     up.add_argument("--log-level")
     up.add_argument("--log-format", choices=("json", "text"))
+
+    api = commands.add_parser(
+        "serve-api", help="run the embedded platform's control plane alone (no proxy)"
+    )
+    api.add_argument("--config", help="TOML config file (see config/wakeproxy.toml)")
+    api.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:8081")
+    api.add_argument("--admin-listen", metavar="HOST:PORT", help="default 127.0.0.1:9091")
+    api.add_argument("--domain", dest="platform_domain", help="the proxies' preview domain")
+    api.add_argument("--data-dir", help="default ~/.local/share/wakeproxy")
+    api.add_argument("--api-key", help="required to listen beyond loopback")
+    api.add_argument("--keep-sandboxes", action="store_const", const=True, default=None)
+    api.add_argument("--redis-url", metavar="URL", help="announce state changes to replicas")
+    api.add_argument("--log-level")
+    api.add_argument("--log-format", choices=("json", "text"))
 
     check = commands.add_parser("check-config", help="print the effective config or its errors")
     check.add_argument("file")
@@ -98,21 +124,55 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if config.proxy.workers > 1 and not args.as_worker:
             worker_argv = [a for a in argv if a != "--as-worker"]
             return runner.run(Supervisor(config, worker_argv).run())
-        return runner.run(_serve_one(config, reuse_port=args.as_worker))
+        return runner.run(_serve_one(config, reuse_port=args.as_worker, ready_fd=args.ready_fd))
 
 
-async def _serve_one(config: Config, *, reuse_port: bool) -> int:
-    backend = build_backend(config.backend)
+async def _serve_one(config: Config, *, reuse_port: bool, ready_fd: int | None = None) -> int:
+    async with opened_backend(config.backend) as backend, open_store(config.state) as store:
+        return await _serve_with(config, backend, store, reuse_port, ready_fd)
 
-    async def readiness() -> dict[str, str]:
-        return {"proxy": "ok"}
 
-    if reuse_port:  # a worker: the supervisor serves the admin listener
-        await serve_until_signalled(config, backend, reuse_port=True)
+async def _serve_with(
+    config: Config, backend: Backend, store: StateStore, reuse_port: bool, ready_fd: int | None
+) -> int:
+    metrics = Metrics()
+    if reuse_port:  # a worker: the supervisor serves the admin listener and the metrics
+        await serve_until_signalled(
+            config,
+            backend,
+            reuse_port=True,
+            metrics=metrics,
+            on_state=_tell_supervisor(ready_fd),
+            store=store,
+        )
         return 0
-    async with running_admin(config.admin.listen, readiness):
-        await serve_until_signalled(config, backend, reuse_port=False)
+    readiness = Readiness()
+    readiness.report("proxy", "down")  # until it listens
+    readiness.check("backend", backend_check(backend))
+    report_health(store, readiness.report)
+    async with running_admin(config.admin.listen, readiness, metrics.registry):
+        await serve_until_signalled(
+            config,
+            backend,
+            reuse_port=False,
+            metrics=metrics,
+            on_state=lambda state: readiness.report("proxy", state),
+            store=store,
+        )
     return 0
+
+
+def _tell_supervisor(ready_fd: int | None) -> Callable[[str], None] | None:
+    """A worker says it listens by writing one byte to the pipe its supervisor gave it."""
+    if ready_fd is None:
+        return None
+
+    def on_state(state: str) -> None:
+        if state == "ok":
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+
+    return on_state
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -136,6 +196,29 @@ async def _run_platform(config: Config) -> int:
     return 0
 
 
+def _serve_api(args: argparse.Namespace) -> int:
+    config = load_config(args.config, os.environ, _flags(args))
+    configure_logs(config.log.level, config.log.format)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_run_control_plane(config))
+
+
+async def _run_control_plane(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_control_plane(config) as plane:
+        lines = [
+            f"E2B_API_URL={plane.api.url}",
+            f"proxies: wakeproxy serve --backend http --backend-url {plane.api.url}",
+            f"admin: {plane.admin.url}/readyz",
+        ]
+        print("\n".join(lines), flush=True)
+        await stop.wait()
+    return 0
+
+
 def _health(url: str, timeout: float) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -154,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, argv)
         if args.command == "up":
             return _up(args)
+        if args.command == "serve-api":
+            return _serve_api(args)
         if args.command == "check-config":
             code, text = check_config_command(args.file, os.environ)
             print(text, file=sys.stdout if code == 0 else sys.stderr)

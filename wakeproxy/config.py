@@ -23,6 +23,8 @@ from typing import Final
 from wakeproxy import configload
 from wakeproxy.configload import Check
 from wakeproxy.errors import ConfigError
+from wakeproxy.state.settings import StateSettings
+from wakeproxy.state.urls import parse_redis_url
 from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
@@ -71,6 +73,14 @@ class BackendConfig:
     """`static`: every port of every sandbox is this host's same-numbered port."""
     static_sandboxes: tuple[str, ...] = ()
     """`static`: the sandbox ids that exist (all running); empty means every valid id."""
+    url: str = ""
+    """`http`: base URL of the control plane (what E2B_API_URL points at). Flag --backend-url."""
+    api_key: str = ""
+    """`http`: the control plane's API key, sent as X-API-KEY."""
+    request_timeout: float = 5.0
+    """`http`: seconds a lookup, port or activity call may take before it counts as failed."""
+    resume_timeout: float = 60.0
+    """`http`: seconds a resume may take (it waits out a pause in progress)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,10 @@ class LogConfig:
     """debug, info, warning or error."""
     format: str = "json"
     """Access and event log format: `json` or `text`."""
+    access: bool = True
+    """One line per request (method, path, status, bytes, duration, sandbox, port, and for
+    requests held for a wake how long they waited and whether they started it), in
+    `format`; `level` does not affect it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     wake: WakeSettings = field(default_factory=WakeSettings)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
+    state: StateSettings = field(default_factory=StateSettings)
 
 
 # --- allowed values -----------------------------------------------------------------------
@@ -221,6 +236,31 @@ _WAKE_NUMBERS: Final = tuple(
     for setting in fields(WakeSettings)
     if isinstance(setting.default, int | float) and not isinstance(setting.default, bool)
 )
+_STATE_NUMBERS: Final = tuple(
+    setting.name for setting in fields(StateSettings) if isinstance(setting.default, float)
+)
+
+
+def _http_url(value: str) -> str | None:
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+        return f"expected an http:// or https:// URL, got {value!r}"
+    return None
+
+
+def _redis_url(value: str) -> str | None:
+    try:
+        parse_redis_url(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _key_prefix(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9_.:{}-]+", value) is None:
+        return f"expected letters, digits and _ . : {{ }} - only, got {value!r}"
+    return None
+
 
 CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
     {
@@ -238,14 +278,20 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "proxy.websocket_max_message": _at_least(1),
         "admin.listen": _host_port,
         # Grows as backend drivers land, so a kind nothing implements fails at load time.
-        "backend.kind": _one_of("static", "local"),
+        "backend.kind": _one_of("static", "local", "http"),
         "backend.static_host": _host,
+        "backend.url": lambda value: _http_url(value) if value else None,
+        "backend.request_timeout": _above(0),
+        "backend.resume_timeout": _above(0),
         "platform.api_listen": _host_port,
         "platform.domain": lambda value: _domain(value) if value else None,
         "platform.max_sandboxes": _at_least(1),
         "log.level": _one_of("debug", "info", "warning", "error"),
         "log.format": _one_of("json", "text"),
         **{f"wake.{name}": _above(0) for name in _WAKE_NUMBERS},
+        "state.redis_url": lambda value: _redis_url(value) if value else None,
+        "state.key_prefix": _key_prefix,
+        **{f"state.{name}": _above(0) for name in _STATE_NUMBERS},
     }
 )
 """Allowed values per setting key path (list items without indexes: `wake.no_wake.path`)."""
@@ -254,11 +300,14 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
 def _contradictions(config: Config) -> list[tuple[str, str]]:
     """Problems between settings that are each valid on their own."""
     pattern = re.compile(config.proxy.sandbox_id_pattern)
-    return [
+    problems = [
         ("backend.static_sandboxes", f"{sandbox_id!r} does not match proxy.sandbox_id_pattern")
         for sandbox_id in config.backend.static_sandboxes
         if pattern.fullmatch(sandbox_id) is None
     ]
+    if config.backend.kind == "http" and not config.backend.url:
+        problems.append(("backend.url", "the http backend needs the control plane's URL"))
+    return problems
 
 
 # --- public API -------------------------------------------------------------------------
@@ -308,7 +357,21 @@ def check_config_command(path: str, env: Mapping[str, str]) -> tuple[int, str]:
 
 def redacted(config: Config) -> Config:
     """The config with secrets masked, for printing and logging."""
-    if not config.platform.api_key:
-        return config
-    platform = dataclasses.replace(config.platform, api_key="<redacted>")
-    return dataclasses.replace(config, platform=platform)
+    if config.platform.api_key:
+        platform = dataclasses.replace(config.platform, api_key="<redacted>")
+        config = dataclasses.replace(config, platform=platform)
+    if config.backend.api_key:
+        backend = dataclasses.replace(config.backend, api_key="<redacted>")
+        config = dataclasses.replace(config, backend=backend)
+    if (url := _without_password(config.state.redis_url)) != config.state.redis_url:
+        config = dataclasses.replace(config, state=dataclasses.replace(config.state, redis_url=url))
+    return config
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    login, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in login:
+        return url
+    return f"{scheme}://{login.partition(':')[0]}:<redacted>@{hosts}{slash}{path}"

@@ -2,6 +2,7 @@
 
     WakeproxyError
     ├── ConfigError                 bad configuration (key path + reason)
+    ├── StoreUnavailable            the shared state store (Redis) failed or timed out
     └── ProxyError                  something the proxy answers a client with
         ├── RouteError              malformed host, sandbox id or port          → 400
         │   └── UnknownHost         Host under none of the configured domains  → 404
@@ -38,12 +39,22 @@ class ConfigError(WakeproxyError):
         super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
 
 
+class StoreUnavailable(WakeproxyError):
+    """The shared state store did not answer in time or failed.
+
+    Never reaches a client: whoever catches it carries on without shared state (local
+    single-flight, backend lookups) until the store is back.
+    """
+
+
 class ProxyError(WakeproxyError):
     """An error the proxy answers the client with, instead of forwarding."""
 
     status: int = 502
     reason: str = "proxy_error"
     retry_after: float | None = None
+    held_for: float = 0.0
+    """Seconds the request was held for a wake before it got this answer (0: not held)."""
 
     def __init__(
         self,

@@ -21,9 +21,13 @@ from wakeproxy.config import Config
 from wakeproxy.errors import ConfigError
 from wakeproxy.local.api import build_api
 from wakeproxy.local.manager import SandboxManager
+from wakeproxy.local.portbroker import running_broker
 from wakeproxy.local.runtime import ProcessRuntime
 from wakeproxy.local.wire import ApiSettings
+from wakeproxy.metrics import Metrics, SandboxCensus
+from wakeproxy.readiness import Readiness, backend_check
 from wakeproxy.server import Listening, running_proxy, serving_app, split_listen
+from wakeproxy.state.factory import report_health
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class RunningPlatform:
     domain: str
     api_key: str
     manager: SandboxManager
+    metrics: Metrics
 
     def environment(self) -> dict[str, str]:
         """What an E2B SDK needs to use this platform, unchanged."""
@@ -99,10 +104,24 @@ async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
     runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
     manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
     await manager.start()
+    metrics = Metrics()
+    census = SandboxCensus(metrics.registry)
+    census.seed(record.info() for record in manager.records())
+    unsubscribe = manager.subscribe(census.changed)
     try:
         if settings.domain:
             config = _with_domain(config, settings.domain)
-        async with running_proxy(config, LocalBackend(manager)) as proxy:
+        backend = LocalBackend(manager)
+        readiness = Readiness()
+        readiness.report("platform", "ok")
+        readiness.check("backend", backend_check(backend))
+        async with (
+            running_proxy(config, backend, metrics=metrics) as proxy,
+            running_broker(manager.open_socket, root) as broker,
+        ):
+            readiness.report("proxy", "ok")
+            if proxy.state is not None:
+                report_health(proxy.state, readiness.report)
             domain = settings.domain or f"localhost:{proxy.port}"
             api_settings = ApiSettings(
                 domain=domain,
@@ -110,17 +129,16 @@ async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
                 activity_extends_timeout=settings.activity_extends_timeout,
             )
             async with (
-                serving_app(build_api(manager, api_settings), settings.api_listen) as api,
-                running_admin(config.admin.listen, _ready) as admin,
+                serving_app(
+                    build_api(manager, api_settings, broker=str(broker.path)), settings.api_listen
+                ) as api,
+                running_admin(config.admin.listen, readiness, metrics.registry) as admin,
             ):
-                yield RunningPlatform(proxy, api, admin, domain, settings.api_key, manager)
+                yield RunningPlatform(proxy, api, admin, domain, settings.api_key, manager, metrics)
     finally:
+        unsubscribe()
         await manager.close(kill_all=not settings.keep_sandboxes)
         if settings.keep_sandboxes:
             runtime.detach()
         else:
             await runtime.close()
-
-
-async def _ready() -> dict[str, str]:
-    return {"proxy": "ok", "platform": "ok"}

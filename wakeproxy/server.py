@@ -7,25 +7,30 @@ let in-flight requests finish within the grace period, then close upstream pools
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
+from wakeproxy.accesslog import AccessLog
 from wakeproxy.backends.base import Backend, watch_backend
 from wakeproxy.config import Config, ProxyConfig
 from wakeproxy.gateway import Gateway
+from wakeproxy.metrics import Metrics
 from wakeproxy.proxy.connector import UpstreamConnector
 from wakeproxy.proxy.front import ProxyFront
 from wakeproxy.proxy.headers import ForwardedRules
 from wakeproxy.proxy.http_relay import HttpRelay
 from wakeproxy.proxy.ws_relay import WebSocketRelay
 from wakeproxy.routing import Router
+from wakeproxy.state.factory import shared_state
+from wakeproxy.state.shared import StateStore
 from wakeproxy.wake import WakeCoordinator, connect_probe
 
 log = logging.getLogger("wakeproxy")
@@ -48,6 +53,10 @@ class Listening:
     coordinator: WakeCoordinator | None = field(default=None, repr=False, compare=False)
     """The proxy's wake engine (None for listeners without one), for tests and tooling
     that need to see what it holds."""
+    metrics: Metrics | None = field(default=None, repr=False, compare=False)
+    """The proxy's metrics (None for listeners without them)."""
+    state: StateStore | None = field(default=None, repr=False, compare=False)
+    """The store the proxy shares sandbox state through (None for other listeners)."""
 
     @property
     def url(self) -> str:
@@ -86,20 +95,57 @@ def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 @asynccontextmanager
 async def running_proxy(
-    config: Config, backend: Backend, *, reuse_port: bool = False
+    config: Config,
+    backend: Backend,
+    *,
+    reuse_port: bool = False,
+    metrics: Metrics | None = None,
+    store: StateStore | None = None,
 ) -> AsyncIterator[Listening]:
-    """Serve the proxy until the block exits, then shut down gracefully."""
+    """Serve the proxy until the block exits, then shut down gracefully.
+
+    It records into `metrics` (a `Metrics` of its own when None) and shares sandbox state
+    with other replicas through `store` (when None, one built from `config.state`).
+    """
+    metrics = metrics or Metrics()
+    wake = config.wake
+    async with (
+        shared_state(
+            config.state,
+            backend,
+            store=store,
+            activity_interval=wake.activity_interval,
+            activity_batch=wake.activity_batch,
+            recorder=metrics,
+        ) as shared,
+        _serving(config, shared, reuse_port=reuse_port, metrics=metrics) as listening,
+    ):
+        yield dataclasses.replace(listening, state=shared.store)
+
+
+@asynccontextmanager
+async def _serving(
+    config: Config,
+    backend: Backend,
+    *,
+    reuse_port: bool = False,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[Listening]:
     settings = config.proxy
+    metrics = metrics or Metrics()
     rules = ForwardedRules(settings.trusted_proxies)
     open_relays: set[asyncio.Task[object]] = set()
-    coordinator = WakeCoordinator(backend, connect_probe, config.wake)
+    coordinator = WakeCoordinator(backend, connect_probe, config.wake, recorder=metrics)
     watch_backend(backend, coordinator)
+    access = AccessLog(config.log.format) if config.log.access else None
     async with _upstream_session(settings) as session, coordinator:
         front = ProxyFront(
             Router(settings.domains, settings.sandbox_id_pattern),
             Gateway(coordinator, config.wake.no_wake),
-            HttpRelay(session, rules),
-            WebSocketRelay(session, rules, open_relays, settings.websocket_max_message),
+            HttpRelay(session, rules, metrics),
+            WebSocketRelay(session, rules, open_relays, settings.websocket_max_message, metrics),
+            metrics,
+            access,
         )
         server = web.Server(
             front.handle,
@@ -120,9 +166,11 @@ async def running_proxy(
         await site.start()
         bound = sock.getsockname()
         try:
-            yield Listening(host=bound[0], port=bound[1], coordinator=coordinator)
+            yield Listening(bound[0], bound[1], coordinator=coordinator, metrics=metrics)
         finally:
             await _shut_down(runner, site, open_relays)
+            if access is not None:
+                access.flush()
 
 
 async def _shut_down(
@@ -136,14 +184,31 @@ async def _shut_down(
     await runner.cleanup()
 
 
-async def serve_until_signalled(config: Config, backend: Backend, *, reuse_port: bool) -> None:
+async def serve_until_signalled(
+    config: Config,
+    backend: Backend,
+    *,
+    reuse_port: bool,
+    metrics: Metrics | None = None,
+    on_state: Callable[[str], None] | None = None,
+    store: StateStore | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT; `on_state` hears "ok" once the listener takes
+    connections, and "down" from the signal on (so load balancers stop sending).
+    State is shared through `store` (None: one built from `config.state`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_proxy(config, backend, reuse_port=reuse_port) as proxy:
+    async with running_proxy(
+        config, backend, reuse_port=reuse_port, metrics=metrics, store=store
+    ) as proxy:
         log.info("proxy listening", extra={"event": "listening", "url": proxy.url})
+        if on_state is not None:
+            on_state("ok")
         await stop.wait()
+        if on_state is not None:
+            on_state("down")
         log.info("shutting down", extra={"event": "shutdown"})
 
 

@@ -4,7 +4,8 @@ deadlines, limits, failures, caching and activity. Slow backends are `asyncio.Ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,30 @@ class Recording:
     def __init__(self) -> None:
         self.started = 0
         self.finished: list[tuple[float, str]] = []
+        self.phases: list[Mapping[str, float]] = []
         self.joins = 0
         self.held: list[int] = []
+        self.holds: list[float] = []
+        self.lookups: Counter[tuple[str, str]] = Counter()
 
     def wake_started(self) -> None:
         self.started += 1
 
-    def wake_finished(self, seconds: float, result: str) -> None:
+    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
         self.finished.append((seconds, result))
+        self.phases.append(phases)
 
     def joined(self) -> None:
         self.joins += 1
 
     def held_changed(self, total: int) -> None:
         self.held.append(total)
+
+    def hold_finished(self, seconds: float) -> None:
+        self.holds.append(seconds)
+
+    def state_lookup(self, source: str, result: str, count: int = 1) -> None:
+        self.lookups[(source, result)] += count
 
 
 @pytest.fixture
@@ -484,7 +495,8 @@ async def test_the_recorder_sees_one_wake_its_joiners_and_the_held_count(
     recorder = Recording()
     backend.add("a", S.PAUSED)
     backend.resume_gate = asyncio.Event()
-    coordinator = make(clock=clock, recorder=recorder)
+    probe = FakeProbe(refusals=2, clock=clock, step=0.5)  # the port takes 1.5 s to come up
+    coordinator = make(probe, clock=clock, recorder=recorder)
     tasks = hold(coordinator, 1)
     await until(backend.resume_started.is_set)
     tasks += hold(coordinator, 2)  # these arrive while the wake is under way
@@ -493,10 +505,62 @@ async def test_the_recorder_sees_one_wake_its_joiners_and_the_held_count(
     backend.resume_gate.set()
     await asyncio.gather(*tasks)
     assert recorder.started == 1
-    assert recorder.finished == [(2.5, "ok")]
+    assert recorder.finished == [(4.0, "ok")]
+    assert recorder.phases == [{"resume": 2.5, "ready": 1.5}]
     assert recorder.joins == 2
     assert max(recorder.held) == 3
     assert recorder.held[-1] == 0
+    assert recorder.holds == [4.0, 4.0, 4.0]
+    assert recorder.lookups == {("l1", "miss"): 3, ("backend", "paused"): 1}
+
+
+async def test_the_recorder_tells_failed_wakes_from_ports_that_never_opened(
+    backend: FakeBackend, make: Make
+) -> None:
+    clock = FakeClock()
+    recorder = Recording()
+    backend.add("a", S.PAUSED)
+    backend.add("b", S.PAUSED)
+    backend.resume_errors = [Unavailable("the control plane timed out")]
+    probe = FakeProbe(refusals=None, clock=clock, step=1.0)
+    coordinator = make(probe, clock=clock, recorder=recorder, readiness_budget=3.0)
+    with pytest.raises(Unavailable):
+        await coordinator.acquire("a", PORT)
+    with pytest.raises(PortNotOpen):
+        await coordinator.acquire("b", PORT)
+    assert recorder.started == 2
+    assert [result for _, result in recorder.finished] == ["failed", "timeout"]
+    assert recorder.phases[0] == {}  # it never ran again
+    assert recorder.phases[1]["ready"] == 3.0
+
+
+async def test_cache_hits_are_counted_cheaply_and_reported_in_batches(
+    backend: FakeBackend, make: Make
+) -> None:
+    recorder = Recording()
+    backend.add("a", S.RUNNING)
+    coordinator = make(recorder=recorder)
+    await coordinator.acquire("a", PORT)
+    for _ in range(5):
+        assert coordinator.cached("a", PORT) is not None
+    assert ("l1", "hit") not in recorder.lookups  # not one call per hit
+    await coordinator.close()
+    assert recorder.lookups[("l1", "hit")] == 5
+    assert recorder.lookups[("backend", "running")] == 1
+
+
+async def test_a_wake_cut_short_by_close_is_recorded_as_failed(
+    backend: FakeBackend, make: Make, hold: Hold
+) -> None:
+    recorder = Recording()
+    backend.add("a", S.PAUSED)
+    backend.resume_gate = asyncio.Event()
+    coordinator = make(recorder=recorder)
+    hold(coordinator, 1)
+    await until(backend.resume_started.is_set)
+    await coordinator.close()
+    assert recorder.started == 1
+    assert [result for _, result in recorder.finished] == ["failed"]
 
 
 # -- activity ---------------------------------------------------------------------------------

@@ -100,6 +100,14 @@ class Watchable(Protocol):
     def watch(self, listener: StateListener) -> None: ...
 
 
+@runtime_checkable
+class Invalidatable(Protocol):
+    """A backend that keeps copies of state (e.g. shared with other replicas) and must
+    be told when the proxy found its view of a sandbox wrong (a refused connect)."""
+
+    def invalidate(self, sandbox_id: str) -> None: ...
+
+
 class Observer(Protocol):
     def observe(self, sandbox_id: str, info: SandboxInfo | None) -> None: ...
 

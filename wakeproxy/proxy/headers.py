@@ -147,6 +147,20 @@ def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> Headers:
     return [(name, value) for name, value in pairs if not _dropped(name.lower(), drop)]
 
 
+WAIT_HEADER = "Wakeproxy-Wait"
+"""On a response to a request that was held while its sandbox woke: the seconds it was held."""
+
+
+def wait_headers(held_for: float) -> Headers:
+    """What a response that was held for a wake says about it, so clients can see cold
+    starts: ``Wakeproxy-Wait: 1.234`` (seconds), and the same as a ``Server-Timing``
+    entry, which browsers' developer tools show next to the request's own timings."""
+    return [
+        (WAIT_HEADER, f"{held_for:.3f}"),
+        ("Server-Timing", f'wake;dur={held_for * 1000:.1f};desc="sandbox wake"'),
+    ]
+
+
 def websocket_protocols(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     """The subprotocols a WebSocket client offered, in its order of preference."""
     return tuple(

@@ -9,6 +9,9 @@ Server-Sent Events through one event at a time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -24,6 +27,21 @@ from wakeproxy.routing import Target
 # aiohttp's client would otherwise invent these; a proxy must send only what it got.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class UpstreamRecorder(Protocol):
+    """What the relays report; `wakeproxy.metrics.Metrics` implements it."""
+
+    def upstream_error(self, reason: str) -> None:
+        """Talking to a sandbox's port failed: "refused", "timeout", "closed" (before the
+        response head), "aborted" (after it) or "upgrade_refused" (WebSocket)."""
+
+
+class RelayedResponse(web.StreamResponse):
+    """An upstream's response as relayed; `body_bytes` says how much body got through."""
+
+    body_bytes = 0
+    aborted = False  # the upstream failed after the head was sent; the client was cut off
 
 
 class UpstreamRefused(PortNotOpen):
@@ -42,15 +60,23 @@ def port_not_open(sandbox_id: str, port: int) -> PortNotOpen:
 
 
 class HttpRelay:
-    def __init__(self, session: aiohttp.ClientSession, rules: ForwardedRules) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, rules: ForwardedRules, recorder: UpstreamRecorder
+    ) -> None:
         self._session = session
         self._register = registrar(session)
         self._rules = rules
+        self._recorder = recorder
 
     async def forward(
-        self, request: web.BaseRequest, upstream: Upstream, target: Target
+        self,
+        request: web.BaseRequest,
+        upstream: Upstream,
+        target: Target,
+        extra_headers: Iterable[tuple[str, str]] | None = None,
     ) -> web.StreamResponse:
-        """Send `request` to `upstream` and stream the answer back.
+        """Send `request` to `upstream` and stream the answer back, with `extra_headers`
+        added to the upstream's.
 
         Raises `ProxyError` only before the response has started; after that a
         failure aborts the client connection, so a truncated body is never passed
@@ -72,20 +98,26 @@ class HttpRelay:
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
             )
         except aiohttp.ClientConnectorError as exc:
+            self._recorder.upstream_error("refused")
             raise port_not_open(sandbox_id, port) from exc
         except TimeoutError as exc:
+            self._recorder.upstream_error("timeout")
             raise UpstreamTimeout(
                 f"Port {port} of sandbox {sandbox_id} did not answer in time",
                 sandbox_id=sandbox_id,
             ) from exc
         except aiohttp.ClientError as exc:
+            self._recorder.upstream_error("closed")
             raise ProxyError(
                 f"Port {port} of sandbox {sandbox_id} closed the connection "
                 f"before answering ({type(exc).__name__})",
                 sandbox_id=sandbox_id,
             ) from exc
         async with upstream_response:
-            return await _stream_back(request, upstream_response)
+            response = await _stream_back(request, upstream_response, extra_headers)
+        if response.aborted:
+            self._recorder.upstream_error("aborted")
+        return response
 
 
 def _raw_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
@@ -151,22 +183,28 @@ class _ClientBody(AsyncIterablePayload):
 
 
 async def _stream_back(
-    request: web.BaseRequest, upstream_response: aiohttp.ClientResponse
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason)
+    request: web.BaseRequest,
+    upstream_response: aiohttp.ClientResponse,
+    extra_headers: Iterable[tuple[str, str]] | None,
+) -> RelayedResponse:
+    response = RelayedResponse(status=upstream_response.status, reason=upstream_response.reason)
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream_response.raw_headers]
     for name, value in downstream_response_headers(raw):
         response.headers.add(name, value)
+    if extra_headers is not None:
+        response.headers.extend(extra_headers)
     # A StreamResponse sends its head at once, before any body: a client waiting on a
     # stream (SSE, a long poll, an echo of its own upload) sees the status right away.
     await response.prepare(request)
     try:
         async for chunk in upstream_response.content.iter_any():
             await response.write(chunk)
+            response.body_bytes += len(chunk)
     except (aiohttp.ClientError, TimeoutError):
         # The head is out, so the status can no longer say what went wrong: cut the
         # connection so the client sees a truncated response, not a short "complete" one.
         _abort(request)
+        response.aborted = True
         return response
     await response.write_eof()
     return response

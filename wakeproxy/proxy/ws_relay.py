@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableSet
+from collections.abc import Awaitable, Callable, Iterable, MutableSet
 from functools import partial
-from typing import Literal
+from typing import Literal, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -22,7 +22,7 @@ from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import ProxyError
 from wakeproxy.proxy.connector import registrar
 from wakeproxy.proxy.headers import ForwardedRules, websocket_protocols
-from wakeproxy.proxy.http_relay import port_not_open, upstream_url
+from wakeproxy.proxy.http_relay import UpstreamRecorder, port_not_open, upstream_url
 from wakeproxy.routing import Target
 
 # decode_text=False: text frames stay bytes, relayed without a decode/encode round trip.
@@ -35,6 +35,14 @@ _SANDBOX_GONE = 1011
 Gate = Callable[[Target], Awaitable[None]]
 # Codes that may not appear in a close frame on the wire (RFC 6455, 7.4.1).
 _NOT_SENDABLE = {1005, 1006, 1015}
+
+
+class SessionRecorder(UpstreamRecorder, Protocol):
+    """What the WebSocket relay reports; `wakeproxy.metrics.Metrics` implements it."""
+
+    def websocket_opened(self) -> None: ...
+
+    def websocket_closed(self) -> None: ...
 
 
 class UpgradeRefused(ProxyError):
@@ -56,18 +64,26 @@ class WebSocketRelay:
         rules: ForwardedRules,
         open_relays: MutableSet[asyncio.Task[object]],
         max_message: int,
+        recorder: SessionRecorder,
     ) -> None:
         self._session = session
         self._register = registrar(session)
         self._rules = rules
         self._open = open_relays
         self._max_message = max_message
+        self._recorder = recorder
 
     async def forward(
-        self, request: web.BaseRequest, upstream: Upstream, target: Target, gate: Gate
+        self,
+        request: web.BaseRequest,
+        upstream: Upstream,
+        target: Target,
+        gate: Gate,
+        extra_headers: Iterable[tuple[str, str]] | None = None,
     ) -> web.WebSocketResponse:
         """Relay one session; `gate(target)` runs before each client message goes upstream
-        (it wakes a sandbox that was paused while the session stayed open)."""
+        (it wakes a sandbox that was paused while the session stayed open). The upgrade
+        response carries `extra_headers`."""
         if upstream.opener is not None:
             self._register(upstream)
         inner = await self._connect(request, upstream, target.sandbox_id, target.port)
@@ -79,6 +95,8 @@ class WebSocketRelay:
             max_msg_size=self._max_message,
             decode_text=False,
         )
+        if extra_headers is not None:
+            outer.headers.extend(extra_headers)
         try:
             await outer.prepare(request)
         except BaseException:
@@ -88,10 +106,12 @@ class WebSocketRelay:
         task = asyncio.current_task()
         assert task is not None
         self._open.add(task)
+        self._recorder.websocket_opened()
         try:
             await _relay(outer, inner, request, partial(gate, target))
         finally:
             self._open.discard(task)
+            self._recorder.websocket_closed()
         return outer
 
     async def _connect(
@@ -114,6 +134,7 @@ class WebSocketRelay:
                 decode_text=False,
             )
         except aiohttp.WSServerHandshakeError as exc:
+            self._recorder.upstream_error("upgrade_refused")
             error = UpgradeRefused(
                 f"Port {port} of sandbox {sandbox_id} refused the WebSocket upgrade "
                 f"with status {exc.status}",
@@ -122,6 +143,7 @@ class WebSocketRelay:
             error.status = exc.status if exc.status >= 400 else 502
             raise error from exc
         except aiohttp.ClientConnectorError as exc:
+            self._recorder.upstream_error("refused")
             raise port_not_open(sandbox_id, port) from exc
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
 
-from wakeproxy.backends.base import Backend, SandboxInfo, Upstream
+from wakeproxy.backends.base import Backend, Invalidatable, SandboxInfo, Upstream
 from wakeproxy.errors import Unavailable
 from wakeproxy.wake.activity import ActivityBuffer
 from wakeproxy.wake.cache import Acquired, RouteCache
@@ -55,6 +55,7 @@ from wakeproxy.wake.machine import SandboxMachine
 from wakeproxy.wake.recorder import NullRecorder, Recorder
 from wakeproxy.wake.settings import WakeSettings
 from wakeproxy.wake.table import Phase
+from wakeproxy.wake.timing import FinishedWake, WakeTimes
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,18 @@ class WakeCoordinator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rids = itertools.count()
         self._held_total = 0
+        self._wake_times = WakeTimes()
+        self._l1_hits = 0  # counted on the hot path as a plain int, reported in batches
         self._closed = False
 
     # -- the request path -----------------------------------------------------------------
 
     def cached(self, sandbox_id: str, port: int) -> Acquired | None:
         """The hot path: the answer for a running sandbox in the cache, else None."""
-        return self._cache.get(sandbox_id, port)
+        hit = self._cache.get(sandbox_id, port)
+        if hit is not None:
+            self._l1_hits += 1
+        return hit
 
     async def acquire(
         self, sandbox_id: str, port: int, *, navigation: bool = False, wake_allowed: bool = True
@@ -126,7 +132,9 @@ class WakeCoordinator:
         """
         hit = self._cache.get(sandbox_id, port)
         if hit is not None:
+            self._l1_hits += 1
             return hit
+        self._recorder.state_lookup("l1", "miss")
         if self._closed:
             raise Unavailable("wakeproxy is shutting down", sandbox_id=sandbox_id)
         now = self._clock()
@@ -147,6 +155,8 @@ class WakeCoordinator:
             del self._waiters[rid]
             if waiter.timer is not None:
                 waiter.timer.cancel()
+            if waiter.held:
+                self._recorder.hold_finished(self._clock() - waiter.arrived)
         return await self._carry_out(sandbox_id, port, waiter, outcome)
 
     async def _carry_out(
@@ -158,9 +168,12 @@ class WakeCoordinator:
                 held_for = self._clock() - waiter.arrived if waiter.held else 0.0
                 return Acquired(upstream, info, held_for, triggered)
             case Reject(error=error, message=message, retry_after=retry_after):
-                raise error(message, sandbox_id=sandbox_id, retry_after=retry_after)
+                rejection = error(message, sandbox_id=sandbox_id, retry_after=retry_after)
             case ServeWaitingPage(message=message):
-                raise StillWaking(message, sandbox_id=sandbox_id)
+                rejection = StillWaking(message, sandbox_id=sandbox_id)
+        if waiter.held:
+            rejection.held_for = self._clock() - waiter.arrived
+        raise rejection
 
     async def _upstream(self, sandbox_id: str, info: SandboxInfo, port: int) -> Upstream:
         upstream = self._cache.upstream(sandbox_id, info, port)
@@ -172,6 +185,8 @@ class WakeCoordinator:
     def invalidate(self, sandbox_id: str) -> None:
         """Forget what is known: an upstream connect was refused or reset before any byte."""
         self._cache.forget(sandbox_id)
+        if isinstance(self._backend, Invalidatable):  # its copies may be as wrong as ours
+            self._backend.invalidate(sandbox_id)
         if sandbox_id in self._machines:
             self._dispatch(sandbox_id, Invalidated())
 
@@ -234,6 +249,9 @@ class WakeCoordinator:
         if machine.held != before:
             self._held_total += machine.held - before
             self._recorder.held_changed(self._held_total)
+        finished = self._wake_times.observe(sandbox_id, event, machine.phase, self._clock())
+        if finished is not None:
+            self._wake_finished(finished)
         if machine.settled and sandbox_id in self._ready_waiters:
             for future in self._ready_waiters.pop(sandbox_id):
                 if not future.done():
@@ -252,7 +270,10 @@ class WakeCoordinator:
             case Lookup():
                 self._spawn(None, lambda: self._work.look_up(sandbox_id))
             case StartResume():
-                self._spawn((sandbox_id, "resume"), lambda: self._work.resume(sandbox_id))
+                resume = self._work.resume
+                started = self._spawn((sandbox_id, "resume"), lambda: resume(sandbox_id))
+                if started and self._wake_times.start(sandbox_id, self._clock()):
+                    self._recorder.wake_started()
             case WaitForTransition():
                 watch = self._work.watch_transition
                 self._spawn((sandbox_id, "watch"), lambda: watch(sandbox_id))
@@ -264,6 +285,9 @@ class WakeCoordinator:
             case Uncache():
                 self._cache.set_not_running(sandbox_id)
 
+    def _wake_finished(self, wake: FinishedWake) -> None:
+        self._recorder.wake_finished(wake.seconds, wake.result, wake.phases)
+
     def _hold(self, sandbox_id: str, rid: int, until: float) -> None:
         waiter = self._waiters[rid]
         waiter.held = True
@@ -273,15 +297,17 @@ class WakeCoordinator:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _spawn(self, key: tuple[str, str | int] | None, job: _Job) -> None:
-        """Run `job` as an owned task; with a `key`, not while one with that key runs."""
+    def _spawn(self, key: tuple[str, str | int] | None, job: _Job) -> bool:
+        """Run `job` as an owned task; with a `key`, not while one with that key runs.
+        True when it was started."""
         if self._closed or (key is not None and key in self._jobs):
-            return
+            return False
         task = asyncio.get_running_loop().create_task(job())
         self._tasks.add(task)
         if key is not None:
             self._jobs[key] = task
         task.add_done_callback(functools.partial(self._job_done, key))
+        return True
 
     def _job_done(self, key: tuple[str, str | int] | None, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -315,6 +341,9 @@ class WakeCoordinator:
         if self._held_total:
             self._held_total = 0
             self._recorder.held_changed(0)
+        for wake in self._wake_times.abandon(self._clock()):
+            self._wake_finished(wake)
+        self._report_hits()
         await self._activity.flush()
 
     async def __aenter__(self) -> WakeCoordinator:
@@ -333,7 +362,13 @@ class WakeCoordinator:
         while True:
             await asyncio.sleep(self.settings.activity_interval)
             await self._activity.flush()
+            self._report_hits()
             self._sweep()
+
+    def _report_hits(self) -> None:
+        if self._l1_hits:
+            self._recorder.state_lookup("l1", "hit", self._l1_hits)
+            self._l1_hits = 0
 
     def _sweep(self) -> None:
         """Drop machines that hold nothing worth keeping (e.g. expired unknown ids)."""

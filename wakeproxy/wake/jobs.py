@@ -86,20 +86,24 @@ class WakeJobs:
         self._upstream = upstream
 
     async def look_up(self, sandbox_id: str) -> None:
-        result = await _guarded("backend.get", self._backend.get(sandbox_id))
-        self._report(sandbox_id, _lookup_event(result))
+        self._report(sandbox_id, await self._get(sandbox_id))
+
+    async def _get(self, sandbox_id: str) -> BackendReported | LookupFailed:
+        event = _lookup_event(await _guarded("backend.get", self._backend.get(sandbox_id)))
+        if isinstance(event, LookupFailed):
+            result = "error"
+        else:
+            result = "not_found" if event.info is None else event.info.state.value
+        self._recorder.state_lookup("backend", result)
+        return event
 
     async def resume(self, sandbox_id: str) -> None:
-        started = self._clock()
-        self._recorder.wake_started()
         result = await _guarded("backend.resume", self._backend.resume(sandbox_id))
         event: Event
         if isinstance(result, ProxyError):
             event = ResumeFailed(_failure(result), result.message)
-            outcome = event.failure.value
         else:
-            event, outcome = ResumeSucceeded(result), "ok"
-        self._recorder.wake_finished(self._clock() - started, outcome)
+            event = ResumeSucceeded(result)
         self._report(sandbox_id, event)
 
     async def watch_transition(self, sandbox_id: str) -> None:
@@ -112,7 +116,7 @@ class WakeJobs:
                 self._report(sandbox_id, TransitionTimedOut())
                 return
             await asyncio.sleep(next(delays))
-            event = _lookup_event(await _guarded("backend.get", self._backend.get(sandbox_id)))
+            event = await self._get(sandbox_id)
             if isinstance(event, BackendReported):  # a failed poll: try again until the budget
                 self._report(sandbox_id, event)
 

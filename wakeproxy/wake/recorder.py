@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 
 class Recorder(Protocol):
     """What the metrics module implements; `NullRecorder` when nobody listens."""
 
-    def wake_started(self) -> None: ...
+    def wake_started(self) -> None:
+        """This process called `Backend.resume` for a sandbox."""
 
-    def wake_finished(self, seconds: float, result: str) -> None:
-        """`result`: "ok", or a `Failure` value ("transient", "not_found", "not_allowed")."""
+    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
+        """The wake that `wake_started` began is over, `seconds` after it began.
+
+        `result`: "ok" (running, and every port a held request wanted accepted), "timeout"
+        (a port never accepted within the readiness budget, or the resume outlasted the
+        transition budget) or "failed". `phases`: "resume" (until the sandbox ran again)
+        and "ready" (from then until the end), each present only if it was reached.
+        """
 
     def joined(self) -> None:
         """A request was held for a wake already under way."""
 
     def held_changed(self, total: int) -> None:
         """Requests now held over all sandboxes."""
+
+    def hold_finished(self, seconds: float) -> None:
+        """A held request stopped waiting (forwarded, answered, or its client left)."""
+
+    def state_lookup(self, source: str, result: str, count: int = 1) -> None:
+        """`count` lookups of a sandbox's state: `source` "l1" ("hit" or "miss") or
+        "backend" (the state found, "not_found" or "error")."""
 
 
 class NullRecorder:
@@ -26,11 +41,17 @@ class NullRecorder:
     def wake_started(self) -> None:
         pass
 
-    def wake_finished(self, seconds: float, result: str) -> None:
+    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
         pass
 
     def joined(self) -> None:
         pass
 
     def held_changed(self, total: int) -> None:
+        pass
+
+    def hold_finished(self, seconds: float) -> None:
+        pass
+
+    def state_lookup(self, source: str, result: str, count: int = 1) -> None:
         pass

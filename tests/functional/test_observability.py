@@ -1,0 +1,207 @@
+"""Metrics, the wait header, the access log and the admin listener, against real sockets.
+
+Wakes run through `wakescene` (a `FakeBackend` whose resume waits for the test, a real
+upstream whose port comes back on resume); plain traffic through the static backend.
+Metrics are read back from the exposition with prometheus-client's parser, as a scrape
+would see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from proxy_process import ProxyProcess
+from support import StartProxy, free_port, host_for
+from upstream import Upstream
+from wakescene import SANDBOX, until, wake_scene
+
+from wakeproxy.accesslog import ACCESS_LOGGER
+from wakeproxy.admin import running_admin
+from wakeproxy.metrics import Metrics
+from wakeproxy.proxy.headers import WAIT_HEADER
+from wakeproxy.readiness import Readiness
+from wakeproxy.server import Listening
+from wakeproxy.wake import WakeSettings
+
+
+def sample(metrics: Metrics | None, name: str, **labels: str) -> float:
+    """One sample of the exposition (0 when the series does not exist)."""
+    assert metrics is not None
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return 0.0
+
+
+class AccessLines:
+    """The access-log lines the proxy in this process wrote to stderr so far."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+        self.lines: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        for line in self._capsys.readouterr().err.splitlines():
+            if f'"logger": "{ACCESS_LOGGER}"' in line:
+                self.lines.append(json.loads(line))
+        return self.lines
+
+
+async def test_held_responses_say_how_long_they_waited_and_the_log_who_woke_the_sandbox(
+    start_proxy: StartProxy, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = AccessLines(capsys)
+    async with wake_scene(start_proxy, upstream) as scene:
+        held = [scene.sent("GET", "/count?n=0")]
+        await until(scene.backend.resume_started.is_set, "the wake to start")
+        held += [scene.sent("GET", f"/count?n={n}") for n in (1, 2)]  # these join it
+        await scene.until_held(3)
+        await asyncio.sleep(0.05)  # so that the wait is visibly more than nothing
+        scene.gate.set()
+        replies = await asyncio.gather(*held)
+        after = await scene.send("GET", "/count")
+        await until(lambda: len(access.read()) == 4, "four access-log lines")
+        metrics = scene.proxy.metrics
+    for reply in replies:
+        assert reply.status == 200
+        assert float(reply.headers[WAIT_HEADER]) >= 0.05
+        assert reply.headers["Server-Timing"].startswith("wake;dur=")
+    assert WAIT_HEADER not in after.headers
+    held_lines = [line for line in access.lines if "held" in line]
+    assert len(held_lines) == 3
+    assert sorted(line["wake_trigger"] for line in held_lines) == [False, False, True]
+    assert all(line["held"] >= 0.05 for line in held_lines)
+    for line in access.lines:
+        assert (line["sandbox"], line["port"]) == (SANDBOX, upstream.port)
+        assert (line["method"], line["path"], line["status"]) == ("GET", "/count", 200)
+        assert line["bytes"] > 0
+    assert sample(metrics, "wakeproxy_wakes_total", result="ok") == 1
+    assert sample(metrics, "wakeproxy_wake_duration_seconds_count") == 1
+    assert sample(metrics, "wakeproxy_wake_phase_seconds_count", phase="ready") == 1
+    assert sample(metrics, "wakeproxy_wake_joins_total") == 2
+    assert sample(metrics, "wakeproxy_hold_duration_seconds_count") == 3
+    assert sample(metrics, "wakeproxy_held_requests") == 0
+    assert sample(metrics, "wakeproxy_requests_total", kind="http", code="200") == 4
+
+
+async def test_a_request_held_until_its_deadline_says_how_long_it_waited(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    settings = WakeSettings(hold_timeout=0.2)
+    async with wake_scene(start_proxy, upstream, settings=settings) as scene:
+        reply = await scene.send("GET", "/count")  # the resume never finishes
+        metrics = scene.proxy.metrics
+    assert reply.status == 503
+    assert float(reply.headers[WAIT_HEADER]) >= 0.2
+    assert sample(metrics, "wakeproxy_rejected_total", reason="wake_in_progress") == 1
+    assert sample(metrics, "wakeproxy_requests_total", kind="http", code="503") == 1
+
+
+async def test_rejections_and_upstream_errors_are_counted_by_reason(
+    proxy: Listening, upstream: Upstream
+) -> None:
+    closed = free_port()
+    async with aiohttp.ClientSession() as client:
+        for host, status in [
+            (host_for(upstream.port), 200),
+            ("nowhere.example", 404),
+            (host_for(upstream.port, "Bad_Id"), 400),
+            (host_for(closed), 502),
+        ]:
+            async with client.get(f"{proxy.url}/count", headers={"Host": host}) as response:
+                assert response.status == status
+    metrics = proxy.metrics
+    assert sample(metrics, "wakeproxy_rejected_total", reason="unknown_host") == 1
+    assert sample(metrics, "wakeproxy_rejected_total", reason="bad_request") == 1
+    # A refused connect is tried once more (the sandbox may have been paused meanwhile);
+    # an upstream's failure is never counted as a rejection.
+    assert sample(metrics, "wakeproxy_upstream_errors_total", reason="refused") == 2
+    assert sample(metrics, "wakeproxy_rejected_total", reason="port_not_open") == 0
+    for code in ("200", "404", "400", "502"):
+        assert sample(metrics, "wakeproxy_requests_total", kind="http", code=code) == 1
+    assert sample(metrics, "wakeproxy_request_duration_seconds_count") == 4
+
+
+async def test_websocket_sessions_are_counted_while_open_and_when_done(
+    proxy: Listening, upstream: Upstream
+) -> None:
+    metrics = proxy.metrics
+    url = f"ws://{proxy.host}:{proxy.port}/ws"
+    async with (
+        aiohttp.ClientSession() as client,
+        client.ws_connect(url, headers={"Host": host_for(upstream.port)}) as ws,
+    ):
+        await ws.send_str("ping")
+        assert await ws.receive_str()
+        assert sample(metrics, "wakeproxy_websockets_open") == 1
+    await until(
+        lambda: sample(metrics, "wakeproxy_requests_total", kind="websocket", code="101") == 1,
+        "the session to be counted",
+    )
+    assert sample(metrics, "wakeproxy_websockets_open") == 0
+    assert sample(metrics, "wakeproxy_websocket_duration_seconds_count") == 1
+
+
+async def test_the_admin_listener_serves_metrics_and_readiness() -> None:
+    metrics = Metrics()
+    metrics.request_finished("http", 200, 0.01)
+    readiness = Readiness()
+    readiness.report("proxy", "down")
+    async with (
+        running_admin("127.0.0.1:0", readiness, metrics.registry) as admin,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(f"{admin.url}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert 'wakeproxy_requests_total{code="200",kind="http"} 1.0' in await response.text()
+        async with client.get(f"{admin.url}/readyz") as response:
+            assert response.status == 503
+            assert await response.json() == {
+                "status": "down",
+                "checks": {"redis": "disabled", "proxy": "down"},
+            }
+        readiness.report("proxy", "ok")
+        readiness.report("redis", "degraded")
+        async with client.get(f"{admin.url}/readyz") as response:
+            assert response.status == 200  # degraded still serves traffic
+            assert (await response.json())["status"] == "degraded"
+
+
+def _access_lines(process: ProxyProcess) -> list[str]:
+    return [line for line in process.log_path.read_text().splitlines() if '"request"' in line]
+
+
+@pytest.mark.parametrize("access", [True, False])
+async def test_serve_writes_one_json_access_line_per_request_unless_turned_off(
+    tmp_path: Path, upstream: Upstream, access: bool
+) -> None:
+    config = tmp_path / "access.toml"
+    config.write_text(f"[log]\naccess = {str(access).lower()}\n")
+    process = ProxyProcess("--config", str(config), log_dir=tmp_path).start()
+    try:
+        async with aiohttp.ClientSession() as client:
+            for _ in range(3):
+                headers = {"Host": host_for(upstream.port)}
+                async with client.get(f"{process.url}/count?secret=x", headers=headers) as reply:
+                    assert reply.status == 200
+            async with client.get(f"http://127.0.0.1:{process.admin_port}/readyz") as reply:
+                checks = (await reply.json())["checks"]
+    finally:
+        process.stop()  # writes what is pending
+    assert checks == {"redis": "disabled", "proxy": "ok", "backend": "ok"}
+    lines = _access_lines(process)
+    if not access:
+        assert lines == []
+        return
+    assert len(lines) == 3
+    assert '"path": "/count"' in lines[0]  # never the query string
+    assert "secret" not in lines[0]
+    assert f'"port": {upstream.port}' in lines[0]

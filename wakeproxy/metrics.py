@@ -1,0 +1,325 @@
+"""Prometheus metrics in domain verbs, on wakeproxy's own `CollectorRegistry`.
+
+The request path calls verbs (`request_finished`, `rejected`, `wake_finished`, …); only
+this module knows metric names, labels and buckets. No metric has a sandbox id as a label:
+with thousands of sandboxes that would be thousands of series per metric.
+
+    wakeproxy_requests_total{kind="http|websocket",code}    requests answered
+    wakeproxy_request_duration_seconds                      HTTP: request head to last byte
+    wakeproxy_websocket_duration_seconds                    WebSocket sessions, open to close
+    wakeproxy_websockets_open                               WebSocket sessions now relayed
+    wakeproxy_wakes_total{result="ok|failed|timeout"}       resumes this process started
+    wakeproxy_wake_duration_seconds                         resume call until the port accepts
+    wakeproxy_wake_phase_seconds{phase="resume|ready"}      the same wake, split at "running"
+    wakeproxy_wakes_in_progress                             wakes under way
+    wakeproxy_wake_joins_total                              requests that joined a wake
+    wakeproxy_held_requests                                 requests held for a wake now
+    wakeproxy_hold_duration_seconds                         how long each held request waited
+    wakeproxy_rejected_total{reason}                        answered by the proxy, not a sandbox
+    wakeproxy_state_lookups_total{source,result}            l1 | redis | backend
+    wakeproxy_redis_up                                      only once a Redis store reports
+    wakeproxy_upstream_errors_total{reason}                 refused | timeout | closed | …
+    wakeproxy_sandboxes{state}, wakeproxy_sandbox_transitions_total{to},
+    wakeproxy_sandbox_resume_seconds                        the embedded platform (`SandboxCensus`)
+
+With `--workers N` every worker writes its values to files in `PROMETHEUS_MULTIPROC_DIR`
+(prometheus-client's multiprocess mode, chosen when the variable is set before the
+library is imported) and the supervisor's admin listener sums them with
+`multiprocess_registry`; gauges say how (`livesum`: over the workers alive).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from wakeproxy.backends.base import SandboxInfo, SandboxState
+
+# A wake spans a thawed process answering in a millisecond to a VM restore taking a minute.
+WAKE_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)  # fmt: skip
+# A forwarded request: 0.1 ms (loopback, small answer) to 10 s (slow upstreams, uploads).
+REQUEST_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+# A WebSocket session: a probe that closes at once to a terminal left open all day.
+SESSION_BUCKETS: Final = (0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+
+WAKE_RESULTS: Final = ("ok", "failed", "timeout")
+WAKE_PHASES: Final = ("resume", "ready")
+
+Clock = Callable[[], float]
+
+
+class Metrics:
+    """Every metric of one proxy process, recorded through domain verbs.
+
+    Implements the wake engine's `Recorder`, the front's `RequestRecorder` and the
+    relays' `UpstreamRecorder`. Verbs on the request path cost one counter increment
+    and at most one histogram observation; label children are looked up once and kept.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self._requests = Counter(
+            "wakeproxy_requests",
+            "Requests answered, by kind (http, websocket) and status code (499: client left).",
+            ["kind", "code"],
+            registry=registry,
+        )
+        self._request_seconds = Histogram(
+            "wakeproxy_request_duration_seconds",
+            "HTTP requests: from the request head to the last response byte.",
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self._session_seconds = Histogram(
+            "wakeproxy_websocket_duration_seconds",
+            "WebSocket requests: from the request head until the session ended.",
+            buckets=SESSION_BUCKETS,
+            registry=registry,
+        )
+        self._websockets_open = Gauge(
+            "wakeproxy_websockets_open",
+            "WebSocket sessions being relayed now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._init_wake_metrics(registry)
+        self._rejected = Counter(
+            "wakeproxy_rejected",
+            "Requests the proxy answered itself instead of forwarding them, by reason "
+            "(the `reason` of its JSON error: overloaded, forbidden, bad_request, …).",
+            ["reason"],
+            registry=registry,
+        )
+        self._lookups = Counter(
+            "wakeproxy_state_lookups",
+            "Sandbox state lookups by source (l1, redis, backend) and result "
+            "(l1: hit, miss; others: the state found, not_found or error).",
+            ["source", "result"],
+            registry=registry,
+        )
+        self._upstream_errors = Counter(
+            "wakeproxy_upstream_errors",
+            "Failures talking to a sandbox's port: refused, timeout, closed (before the "
+            "response head), aborted (after it), upgrade_refused.",
+            ["reason"],
+            registry=registry,
+        )
+        self._redis_up: Gauge | None = None
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._label_children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+
+    def _init_wake_metrics(self, registry: CollectorRegistry) -> None:
+        wakes = Counter(
+            "wakeproxy_wakes",
+            "Wakes (resumes) this process started, by result: ok, failed, or timeout "
+            "(the port never accepted, or the resume outlasted the transition budget).",
+            ["result"],
+            registry=registry,
+        )
+        # Every result exists from the start, so rates and alerts see a 0, not a gap.
+        self._wake_results = {result: wakes.labels(result) for result in WAKE_RESULTS}
+        self._wakes = wakes
+        self._wake_seconds = Histogram(
+            "wakeproxy_wake_duration_seconds",
+            "Wakes: from the resume call until the port accepted (or the wake failed).",
+            buckets=WAKE_BUCKETS,
+            registry=registry,
+        )
+        phases = Histogram(
+            "wakeproxy_wake_phase_seconds",
+            "Wakes split at the moment the sandbox ran again: resume (the resume call "
+            "until running), ready (running until the port accepted).",
+            ["phase"],
+            buckets=WAKE_BUCKETS,
+            registry=registry,
+        )
+        self._phases = {phase: phases.labels(phase) for phase in WAKE_PHASES}
+        self._phase_metric = phases
+        self._wakes_in_progress = Gauge(
+            "wakeproxy_wakes_in_progress",
+            "Wakes under way.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._joins = Counter(
+            "wakeproxy_wake_joins",
+            "Requests held for a wake that was already under way.",
+            registry=registry,
+        )
+        self._held = Gauge(
+            "wakeproxy_held_requests",
+            "Requests held now, waiting for their sandbox to wake.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._hold_seconds = Histogram(
+            "wakeproxy_hold_duration_seconds",
+            "How long each held request waited (until forwarded, answered or gone).",
+            buckets=WAKE_BUCKETS,
+            registry=registry,
+        )
+
+    # -- requests (`proxy.front.RequestRecorder`) ------------------------------------------
+
+    def request_finished(self, kind: str, code: int, seconds: float) -> None:
+        """A request was answered (`kind`: "http" or "websocket") after `seconds`."""
+        child = self._request_children.get((kind, code))
+        if child is None:
+            child = self._requests.labels(kind, str(code))
+            self._request_children[(kind, code)] = child
+        child.inc()
+        if kind == "http":
+            self._request_seconds.observe(seconds)
+        else:
+            self._session_seconds.observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self._child(self._rejected, reason).inc()
+
+    # -- upstreams (`proxy.http_relay.UpstreamRecorder`) ------------------------------------
+
+    def upstream_error(self, reason: str) -> None:
+        self._child(self._upstream_errors, reason).inc()
+
+    def websocket_opened(self) -> None:
+        self._websockets_open.inc()
+
+    def websocket_closed(self) -> None:
+        self._websockets_open.dec()
+
+    # -- the wake engine (`wake.Recorder`) --------------------------------------------------
+
+    def wake_started(self) -> None:
+        self._wakes_in_progress.inc()
+
+    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
+        self._wakes_in_progress.dec()
+        counter = self._wake_results.get(result) or self._wakes.labels(result)
+        counter.inc()
+        self._wake_seconds.observe(seconds)
+        for phase, phase_seconds in phases.items():
+            histogram = self._phases.get(phase) or self._phase_metric.labels(phase)
+            histogram.observe(phase_seconds)
+
+    def joined(self) -> None:
+        self._joins.inc()
+
+    def held_changed(self, total: int) -> None:
+        self._held.set(total)
+
+    def hold_finished(self, seconds: float) -> None:
+        self._hold_seconds.observe(seconds)
+
+    def state_lookup(self, source: str, result: str, count: int = 1) -> None:
+        self._child(self._lookups, source, result).inc(count)
+
+    # -- shared state -----------------------------------------------------------------------
+
+    def redis_up(self, up: bool) -> None:
+        """Whether the Redis state store is reachable; the gauge exists once this is called,
+        so a proxy without Redis never looks degraded."""
+        if self._redis_up is None:
+            self._redis_up = Gauge(
+                "wakeproxy_redis_up",
+                "1 while the Redis state store is reachable, 0 while the proxy runs degraded "
+                "(local single-flight, backend lookups).",
+                registry=self.registry,
+                multiprocess_mode="livemin",
+            )
+        self._redis_up.set(1 if up else 0)
+
+    # -- exposition -------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The text format a Prometheus scrape gets."""
+        return generate_latest(self.registry)
+
+    def _child(self, metric: Counter, *values: str) -> Counter:
+        key = (metric, values)
+        child = self._label_children.get(key)
+        if child is None:
+            child = self._label_children[key] = metric.labels(*values)
+        return child
+
+
+class SandboxCensus:
+    """The embedded platform's sandboxes, counted from the state changes it publishes.
+
+    Feed it every `SandboxInfo` the platform publishes (`changed`); it keeps each
+    sandbox's last state (in memory only, never as a label) to move the per-state gauge,
+    count transitions and time resumes (`resuming` until `running`).
+    """
+
+    def __init__(self, registry: CollectorRegistry, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._sandboxes = Gauge(
+            "wakeproxy_sandboxes",
+            "Sandboxes of the embedded platform by state.",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._transitions = Counter(
+            "wakeproxy_sandbox_transitions",
+            "State changes of the embedded platform's sandboxes, by the state entered.",
+            ["to"],
+            registry=registry,
+        )
+        self._resume_seconds = Histogram(
+            "wakeproxy_sandbox_resume_seconds",
+            "Embedded platform: how long a resume took (resuming until running).",
+            buckets=WAKE_BUCKETS,
+            registry=registry,
+        )
+        for state in SandboxState:
+            if state is not SandboxState.KILLED:
+                self._sandboxes.labels(state.value).set(0)
+        self._states: dict[str, SandboxState] = {}
+        self._resuming_since: dict[str, float] = {}
+
+    def seed(self, infos: Iterable[SandboxInfo]) -> None:
+        """Sandboxes that exist before the census starts: counted, not as transitions."""
+        for info in infos:
+            if info.state is not SandboxState.KILLED and info.sandbox_id not in self._states:
+                self._states[info.sandbox_id] = info.state
+                self._sandboxes.labels(info.state.value).inc()
+
+    def changed(self, info: SandboxInfo) -> None:
+        sandbox_id, state = info.sandbox_id, info.state
+        before = self._states.get(sandbox_id)
+        if state is before:
+            return
+        self._transitions.labels(state.value).inc()
+        if before is not None:
+            self._sandboxes.labels(before.value).dec()
+        if state is SandboxState.KILLED:
+            self._states.pop(sandbox_id, None)
+        else:
+            self._states[sandbox_id] = state
+            self._sandboxes.labels(state.value).inc()
+        started = self._resuming_since.pop(sandbox_id, None)
+        if state is SandboxState.RESUMING:
+            self._resuming_since[sandbox_id] = self._clock()
+        elif started is not None and state is SandboxState.RUNNING:
+            self._resume_seconds.observe(self._clock() - started)
+
+
+def multiprocess_registry(path: str) -> CollectorRegistry:
+    """A registry that reports the sum over every process writing to `path`."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
