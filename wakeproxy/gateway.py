@@ -7,34 +7,56 @@ library serves the client.
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from wakeproxy.backends.base import SandboxInfo
 from wakeproxy.errors import Forbidden
 from wakeproxy.routing import Target
+from wakeproxy.tokens import TOKEN_HEADER, token_admits, token_refusal
 from wakeproxy.wake import Acquired, NoWakeRule, WakeCoordinator, first_match
-
-TOKEN_HEADER = "e2b-traffic-access-token"
 
 
 def check_traffic_token(info: SandboxInfo, port: int, headers: Mapping[str, str]) -> None:
-    """Sandboxes created with `allowPublicTraffic=false` demand their token on every
-    port but the agent's; compared in constant time."""
-    if info.traffic_token is None or port == info.agent_port:
-        return
-    given = headers.get(TOKEN_HEADER)
-    if given is None or not hmac.compare_digest(given.encode(), info.traffic_token.encode()):
-        raise Forbidden(
-            f"Sandbox {info.sandbox_id} does not allow public traffic: send its traffic "
-            f"access token in the {TOKEN_HEADER} header",
-            sandbox_id=info.sandbox_id,
-        )
+    if not token_admits(info, port, headers.get(TOKEN_HEADER)):
+        raise Forbidden(token_refusal(info.sandbox_id), sandbox_id=info.sandbox_id)
+
+
+class InFlight:
+    """HTTP requests being forwarded, per sandbox, and the tasks forwarding them.
+
+    The platform asks `busy` before a timeout pauses a sandbox, so it is not frozen in the
+    middle of an answer; shutdown cuts the tasks that outlive the grace period.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self.tasks: set[asyncio.Task[object]] = set()
+
+    def begin(self, sandbox_id: str) -> None:
+        self._counts[sandbox_id] = self._counts.get(sandbox_id, 0) + 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+
+    def end(self, sandbox_id: str) -> None:
+        left = self._counts[sandbox_id] - 1
+        if left:
+            self._counts[sandbox_id] = left
+        else:
+            del self._counts[sandbox_id]
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.discard(task)
+
+    def busy(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._counts
 
 
 class Gateway:
     def __init__(self, coordinator: WakeCoordinator, no_wake: Sequence[NoWakeRule] = ()) -> None:
         self.coordinator = coordinator
+        self.in_flight = InFlight()
         self._no_wake = tuple(no_wake)
 
     async def resolve(
@@ -54,7 +76,11 @@ class Gateway:
         acquired = coordinator.cached(target.sandbox_id, target.port)
         if acquired is None:
             acquired = await coordinator.acquire(
-                target.sandbox_id, target.port, navigation=navigation, wake_allowed=not quiet
+                target.sandbox_id,
+                target.port,
+                navigation=navigation,
+                wake_allowed=not quiet,
+                token=headers.get(TOKEN_HEADER),
             )
         check_traffic_token(acquired.info, target.port, headers)
         if not quiet:

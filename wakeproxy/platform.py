@@ -120,6 +120,8 @@ async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
             running_broker(manager.open_socket, root) as broker,
         ):
             readiness.report("proxy", "ok")
+            if proxy.gateway is not None:
+                manager.set_busy_check(proxy.gateway.in_flight.busy)
             if proxy.state is not None:
                 report_health(proxy.state, readiness.report)
             domain = settings.domain or f"localhost:{proxy.port}"

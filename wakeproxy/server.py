@@ -57,6 +57,8 @@ class Listening:
     """The proxy's metrics (None for listeners without them)."""
     state: StateStore | None = field(default=None, repr=False, compare=False)
     """The store the proxy shares sandbox state through (None for other listeners)."""
+    gateway: Gateway | None = field(default=None, repr=False, compare=False)
+    """Admission, and what is in flight per sandbox (None for other listeners)."""
 
     @property
     def url(self) -> str:
@@ -138,10 +140,11 @@ async def _serving(
     coordinator = WakeCoordinator(backend, connect_probe, config.wake, recorder=metrics)
     watch_backend(backend, coordinator)
     access = AccessLog(config.log.format) if config.log.access else None
+    gateway = Gateway(coordinator, config.wake.no_wake)
     async with _upstream_session(settings) as session, coordinator:
         front = ProxyFront(
             Router(settings.domains, settings.sandbox_id_pattern),
-            Gateway(coordinator, config.wake.no_wake),
+            gateway,
             HttpRelay(session, rules, metrics),
             WebSocketRelay(session, rules, open_relays, settings.websocket_max_message, metrics),
             metrics,
@@ -166,21 +169,33 @@ async def _serving(
         await site.start()
         bound = sock.getsockname()
         try:
-            yield Listening(bound[0], bound[1], coordinator=coordinator, metrics=metrics)
+            yield Listening(
+                bound[0], bound[1], coordinator=coordinator, metrics=metrics, gateway=gateway
+            )
         finally:
-            await _shut_down(runner, site, open_relays)
+            await _shut_down(runner, site, open_relays, gateway.in_flight.tasks, settings)
             if access is not None:
                 access.flush()
 
 
 async def _shut_down(
-    runner: web.BaseRunner, site: web.BaseSite, open_relays: set[asyncio.Task[object]]
+    runner: web.BaseRunner,
+    site: web.BaseSite,
+    open_relays: set[asyncio.Task[object]],
+    forwarding: set[asyncio.Task[object]],
+    settings: ProxyConfig,
 ) -> None:
     await site.stop()
     for task in list(open_relays):
         task.cancel()
     if open_relays:
         await asyncio.wait(list(open_relays), timeout=5.0)
+    if forwarding:
+        # In-flight requests get the grace period; a stream still open after it (an SSE
+        # feed, a command's output) is cut, so shutdown never takes longer than that.
+        await asyncio.wait(list(forwarding), timeout=settings.shutdown_grace)
+        for task in list(forwarding):
+            task.cancel()
     await runner.cleanup()
 
 

@@ -324,12 +324,6 @@ def test_a_stream_of_requests_across_the_timeout_loses_none(
     assert info.end_at > datetime.now(UTC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the timeout pauses a sandbox whatever the proxy is forwarding to it: requests "
-    "in flight stay frozen until a later request wakes the sandbox, or end in 504 "
-    "(proxy.response_timeout) when none comes",
-)
 def test_requests_in_flight_when_the_timeout_fires_are_answered(
     platform_process: Callable[..., PlatformProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,11 +363,6 @@ def test_a_private_sandbox_demands_its_traffic_token_on_every_port_but_the_agent
     assert get(module_platform, agent_host, "/health")[0] == 204
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway.Gateway.resolve checks the token after acquire(), which has already "
-    "resumed the sandbox",
-)
 def test_a_request_without_the_traffic_token_does_not_wake_a_private_sandbox(
     module_platform: PlatformProcess, new_sandbox: NewSandbox
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from wakeproxy.backends.base import Lifecycle, SandboxInfo, SandboxState
 from wakeproxy.errors import (
     Conflict,
+    Forbidden,
     NotAllowed,
     NotFound,
     Overloaded,
@@ -643,3 +644,44 @@ def test_settled_only_while_nothing_is_under_way() -> None:
     assert not m.settled
     m.handle(PortReady(PORT), 0.3)
     assert m.settled
+
+
+# -- the traffic access token -----------------------------------------------------------------
+
+
+def private(state: SandboxState) -> SandboxInfo:
+    return SandboxInfo(SID, state, Lifecycle("pause", True), version=1, traffic_token="t0ken")
+
+
+def with_token(rid: int, now: float, token: str | None, port: int = PORT) -> RequestArrived:
+    return RequestArrived(rid, port, now + SETTINGS.hold_timeout, token=token)
+
+
+def test_a_request_without_the_token_never_starts_a_resume_of_a_private_sandbox() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(with_token(1, 0.0, None), 0.0)
+    m.handle(with_token(2, 0.0, "wrong"), 0.0)
+    decisions = m.handle(BackendReported(private(S.PAUSED)), 0.1)
+    assert StartResume() not in decisions
+    assert {rid: r.error for rid, r in rejected(decisions).items()} == {1: Forbidden, 2: Forbidden}
+    assert "e2b-traffic-access-token" in rejected(decisions)[1].message
+    assert (m.phase, m.held) == (Phase.PAUSED, 0)
+    # Known to be paused now: the next tokenless request is refused without a lookup.
+    assert rejected(m.handle(with_token(3, 1.0, None), 1.0))[3].error is Forbidden
+
+
+def test_the_right_token_wakes_a_private_sandbox_and_the_wrong_one_is_refused_alone() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(with_token(1, 0.0, "t0ken"), 0.0)
+    m.handle(with_token(2, 0.0, None), 0.0)
+    decisions = m.handle(BackendReported(private(S.PAUSED)), 0.1)
+    assert StartResume() in decisions
+    assert list(rejected(decisions)) == [2]
+    assert m.held == 1
+
+
+def test_the_agent_port_needs_no_traffic_token() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(BackendReported(private(S.PAUSED)), 0.0)
+    decisions = m.handle(with_token(1, 0.5, None, port=private(S.PAUSED).agent_port), 0.5)
+    assert StartResume() in decisions

@@ -161,7 +161,12 @@ class ProxyFront:
             return await self._websocket.forward(
                 request, acquired.upstream, target, self._gateway.ensure_running, extra
             )
-        return await self._http.forward(request, acquired.upstream, target, extra)
+        in_flight = self._gateway.in_flight
+        in_flight.begin(target.sandbox_id)
+        try:
+            return await self._http.forward(request, acquired.upstream, target, extra)
+        finally:
+            in_flight.end(target.sandbox_id)
 
     async def _wait(self, target: Target) -> web.Response:
         """The waiting page's long-poll: answers 200 once the sandbox serves the port."""

@@ -121,7 +121,13 @@ class WakeCoordinator:
         return hit
 
     async def acquire(
-        self, sandbox_id: str, port: int, *, navigation: bool = False, wake_allowed: bool = True
+        self,
+        sandbox_id: str,
+        port: int,
+        *,
+        navigation: bool = False,
+        wake_allowed: bool = True,
+        token: str | None = None,
     ) -> Acquired:
         """Where to forward a request for `port` of `sandbox_id`, waking the sandbox if needed.
 
@@ -145,7 +151,9 @@ class WakeCoordinator:
         try:
             self._dispatch(
                 sandbox_id,
-                RequestArrived(rid, port, deadline, navigation, wake_allowed, self._held_total),
+                RequestArrived(
+                    rid, port, deadline, navigation, wake_allowed, self._held_total, token
+                ),
             )
             outcome = await waiter.future
         except asyncio.CancelledError:

@@ -49,6 +49,7 @@ class RequestArrived:
     navigation: bool = False  # a browser navigation: held only `navigation_hold`
     wake_allowed: bool = True  # False when a no-wake rule matched
     total_held: int = 0  # requests held for all sandboxes in this process
+    token: str | None = None  # the traffic access token the request presented
 
 
 @dataclass(frozen=True, slots=True)

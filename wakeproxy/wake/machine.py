@@ -16,6 +16,7 @@ from typing import Final
 from wakeproxy.backends.base import SandboxInfo, SandboxState
 from wakeproxy.errors import (
     Conflict,
+    Forbidden,
     NotAllowed,
     NotFound,
     Overloaded,
@@ -24,6 +25,7 @@ from wakeproxy.errors import (
     Unavailable,
     WakeTimeout,
 )
+from wakeproxy.tokens import token_admits, token_refusal
 from wakeproxy.wake.events import (
     BackendReported,
     Cache,
@@ -79,6 +81,7 @@ class _Held:
     port: int
     navigation: bool
     wake_allowed: bool
+    token: str | None = None
 
 
 class SandboxMachine:
@@ -189,6 +192,8 @@ class SandboxMachine:
         return decisions
 
     def _request_while_paused(self, ev: RequestArrived, now: float) -> list[Decision]:
+        if not token_admits(self._known(), ev.port, ev.token):
+            return [Reject(ev.rid, Forbidden, token_refusal(self.sandbox_id))]
         if not ev.wake_allowed:
             return [self._no_wake(ev.rid)]
         if not self._known().lifecycle.auto_resume:
@@ -201,7 +206,7 @@ class SandboxMachine:
         until = ev.deadline
         if ev.navigation:
             until = min(until, now + self.settings.navigation_hold)
-        self._held[ev.rid] = _Held(ev.port, ev.navigation, ev.wake_allowed)
+        self._held[ev.rid] = _Held(ev.port, ev.navigation, ev.wake_allowed, ev.token)
         return Hold(ev.rid, until, joined)
 
     def _overflow(self, ev: RequestArrived) -> Reject | None:
@@ -261,7 +266,13 @@ class SandboxMachine:
         state = info.state
         if state is SandboxState.RUNNING:
             return self._woke(now) if self.phase in WATCHED else self._release_all(now)
-        decisions = self._reject_held(lambda h: not h.wake_allowed, Overloaded, self._no_wake_text)
+        # Nobody wakes a private sandbox without its token (checked before any resume).
+        decisions = self._reject_held(
+            lambda h: not token_admits(info, h.port, h.token),
+            Forbidden,
+            token_refusal(self.sandbox_id),
+        )
+        decisions += self._reject_held(lambda h: not h.wake_allowed, Overloaded, self._no_wake_text)
         if state is not SandboxState.RESUMING and not info.lifecycle.auto_resume:
             doing = "is paused" if state is SandboxState.PAUSED else "is being paused"
             decisions += self._reject_held(lambda h: True, NotAllowed, self._paused_message(doing))
