@@ -63,9 +63,11 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 20
 _RETRY_SECONDS = 5.0  # before an overdue sandbox that failed to pause is paused again
 # A sandbox whose timeout fires while requests to it are in flight is paused once they
-# are answered (checked this often), unless they take longer than the grace period.
+# are answered (checked this often), but no later than the grace period after its
+# deadline: a long stream or never-ending traffic must not cancel the timeout. What is
+# still in flight then is frozen with the sandbox and finishes when traffic wakes it.
 _BUSY_RECHECK = 0.05
-_BUSY_GRACE = 60.0
+_BUSY_GRACE = 5.0
 
 
 class SandboxManager:
