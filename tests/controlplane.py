@@ -8,9 +8,10 @@ as a frozen sandbox's ports are unreachable; a resume takes `resume_delay` secon
 the embedded platform's do. Nothing here talks to Redis: it plays a platform that does
 not announce its changes, so replicas learn of them only from one another.
 
-Counters: ``connects`` (calls of POST .../connect), ``resumes`` (pauses undone),
-``gets`` (lookups per sandbox), ``connect_peers`` (the client address of each connect,
-to find which process asked), ``touched`` (activity batches).
+``failing`` makes every connect answer 503. Counters: ``connects`` (calls of POST
+.../connect), ``resumes`` (pauses undone), ``gets`` (lookups per sandbox),
+``connect_peers`` (the client address of each connect, to find which process asked),
+``touched`` (activity batches).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ControlPlane:
     def __init__(self) -> None:
         self.sandboxes: dict[str, Sandbox] = {}
         self.resume_delay = 0.0
+        self.failing = False  # connect answers 503, as a control plane that is down
         self.connects = 0
         self.resumes = 0
         self.gets: Counter[str] = Counter()
@@ -102,6 +104,8 @@ class ControlPlane:
             self.connect_peers.append((peer[0], peer[1]))
         sandbox_id = request.match_info["id"]
         sandbox = self.sandboxes.get(sandbox_id)
+        if self.failing:
+            return _error(503, "the control plane is down")
         if sandbox is None:
             return _error(404, f"The sandbox was not found: {sandbox_id}")
         body = await request.json()

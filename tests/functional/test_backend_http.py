@@ -247,3 +247,31 @@ async def test_the_socket_broker_refuses_what_it_cannot_read(plane: Plane) -> No
         assert (await reader.read()).startswith(b"refused: ")
         writer.close()
         await writer.wait_closed()
+
+
+async def test_changes_the_platform_makes_are_streamed_to_watchers(
+    plane: Plane, backend: HttpBackend
+) -> None:
+    heard: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    backend.watch(lambda sandbox_id, info: heard.put_nowait((sandbox_id, info)))
+    sandbox_id = await plane.create()
+    await plane.manager.pause(sandbox_id)
+    await plane.manager.kill(sandbox_id)
+    states = []
+    async with asyncio.timeout(10):
+        while True:
+            streamed_id, info = await heard.get()
+            assert streamed_id == sandbox_id
+            states.append(None if info is None else (info.state, info.version))
+            if info is None:
+                break
+    assert states == [(S.RUNNING, 1), (S.PAUSING, 2), (S.PAUSED, 3), None]
+
+
+async def test_a_control_plane_without_an_event_stream_is_only_asked() -> None:
+    app = web.Application()
+    async with serving_app(app, "127.0.0.1:0") as server, HttpBackend(server.url) as remote:
+        remote.watch(lambda sandbox_id, info: None)
+        follower = remote._events
+        assert follower is not None
+        await asyncio.wait_for(follower, 5)  # it stops following, it does not retry forever

@@ -175,6 +175,42 @@ async def test_when_the_replica_leading_a_slow_wake_dies_the_others_finish_it(
     assert control_plane.connects == 2  # the dead leader's, and its successor's joining it
 
 
+async def test_a_failing_control_plane_gets_503_everywhere_and_no_resume_storm_after(
+    control_plane: ControlPlane, replicas: Replicas
+) -> None:
+    await control_plane.add("sleepy", state="paused")
+    control_plane.failing = True
+    proxies = await replicas(3)
+    await redis_everywhere(proxies, "ok")
+    async with client() as session:
+        failed = await asyncio.gather(
+            *(answer(session, replica, "sleepy") for replica in spread(60, proxies))
+        )
+        assert {(status, retry) for status, retry, _ in failed} == {(503, "2")}
+        assert {reason for _, _, reason in failed} == {"backend_unavailable"}
+        tried = control_plane.connects
+        # Held requests share a failed attempt; only requests arriving after one failed
+        # start another (a few at most), never one per request.
+        assert 1 <= tried <= 6
+        control_plane.failing = False
+        control_plane.resume_delay = 0.3
+        answers = await asyncio.gather(
+            *(fetch(session, replica, "sleepy") for replica in spread(60, proxies))
+        )
+    assert [status for status, _ in answers] == [200] * 60
+    assert control_plane.connects == tried + 1
+    assert control_plane.resumes == 1
+
+
+async def answer(
+    session: aiohttp.ClientSession, replica: ProxyProcess, sandbox_id: str
+) -> tuple[int, str | None, str]:
+    headers = {"Host": f"3000-{sandbox_id}.localhost"}
+    async with session.get(replica.url + "/count", headers=headers) as response:
+        body = await response.json(content_type=None)
+        return response.status, response.headers.get("Retry-After"), body.get("reason", "")
+
+
 def owner_of(peer: tuple[str, int], proxies: list[ProxyProcess]) -> ProxyProcess:
     """The replica whose process has the local address `peer` (a connection it opened)."""
     for replica in proxies:
@@ -256,6 +292,25 @@ async def test_after_redis_returns_a_pause_one_replica_sees_reaches_the_others(
             assert (status, json.loads(body)["reason"]) == (409, "sandbox_paused")
     # They knew: neither tried the port (which would have sent it to the control plane).
     assert control_plane.gets["quiet"] == lookups
+
+
+async def test_without_redis_each_replica_wakes_the_sandbox_at_most_once(
+    control_plane: ControlPlane, redis_server: RedisServer, replicas: Replicas
+) -> None:
+    await control_plane.add("sleepy", state="paused")
+    control_plane.resume_delay = 0.5
+    proxies = await replicas(3)
+    redis_server.kill()
+    await redis_everywhere(proxies, "degraded")
+    async with client() as session:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(fetch(session, replica, "sleepy") for replica in spread(90, proxies))
+        )
+    assert [status for status, _ in answers] == [200] * 90
+    assert time.monotonic() - started < 10  # nothing waited on the missing Redis
+    assert 1 <= control_plane.connects <= 3
+    assert control_plane.resumes == 1
 
 
 # -- the embedded control plane -------------------------------------------------------------------
@@ -372,3 +427,31 @@ async def test_embedded_control_plane_serves_replicas_and_announces_its_pauses(
             assert (detail["wakeproxy"]["state"], detail["wakeproxy"]["version"]) == ("running", 5)
     finally:
         await asyncio.gather(*(asyncio.to_thread(proxy.stop) for proxy in proxies))
+
+
+async def test_without_redis_a_replica_follows_the_control_planes_event_stream(
+    tmp_path: Path, serve_api: Callable[..., Awaitable[ControlPlaneProcess]]
+) -> None:
+    plane = await serve_api()
+    proxy = ProxyProcess(
+        *("--backend", "http", "--backend-url", plane.url),
+        log_dir=tmp_path,
+        env={"WAKEPROXY_WAKE_STATE_TTL": "600", "WAKEPROXY_PROXY_RESPONSE_TIMEOUT": "20"},
+    )
+    await asyncio.to_thread(proxy.start)
+    try:
+        async with client() as session:
+            create = {"templateID": "base", "autoPause": True, "autoResume": {"enabled": True}}
+            async with session.post(f"{plane.url}/sandboxes", json=create) as response:
+                sandbox_id = (await response.json())["sandboxID"]
+            assert (await fetch(session, proxy, sandbox_id, "/health", AGENT_PORT))[0] == 204
+            async with session.post(f"{plane.url}/sandboxes/{sandbox_id}/pause") as response:
+                assert response.status == 204
+            # Told of the pause, the proxy wakes the sandbox instead of sending the request
+            # down its kept-alive connection into the frozen agent (which would answer only
+            # after response_timeout).
+            started = time.monotonic()
+            assert (await fetch(session, proxy, sandbox_id, "/health", AGENT_PORT))[0] == 204
+            assert time.monotonic() - started < 10
+    finally:
+        await asyncio.to_thread(proxy.stop)

@@ -16,9 +16,10 @@ from fakes import FakeBackend
 from wakeproxy.backends.base import SandboxInfo, SandboxState
 from wakeproxy.errors import NotFound, StoreUnavailable, Unavailable
 from wakeproxy.state.memory import MemoryStore
-from wakeproxy.state.records import Lease, Record
+from wakeproxy.state.records import Lease, Record, StateChanged, WakeFailed
 from wakeproxy.state.settings import StateSettings
 from wakeproxy.state.shared import SharedBackend
+from wakeproxy.state.wake import ends_wait, woken
 
 S = SandboxState
 LEASE_TTL = 0.2
@@ -358,3 +359,23 @@ async def test_what_was_learned_without_the_store_is_written_when_it_returns(
     store.set_down(False)
     assert await heard.next() == ("a", woken)
     assert await store.read("a") == Record.of("a", woken)
+
+
+# -- the decisions, without I/O -------------------------------------------------------------------
+
+
+def test_what_ends_a_followers_wait() -> None:
+    running, paused = running_at(4), Record.of("a", SandboxInfo("a", S.PAUSED, version=5))
+    assert ends_wait(StateChanged("x", running)) == running.info
+    assert ends_wait(StateChanged("x", paused)) is False
+    assert ends_wait(StateChanged("x", Record.of("a", None))) is None
+    failed = WakeFailed("x", "a", Unavailable, "down")
+    assert ends_wait(failed) == failed
+
+
+def test_a_stored_record_shows_a_wake_only_when_newer_than_the_sleep_seen() -> None:
+    assert woken(running_at(4), asleep_at=3) == running_at(4).info
+    assert woken(running_at(3), asleep_at=3) is None  # the same version: not a later wake
+    assert woken(running_at(4), asleep_at=None) is None  # nothing to compare with
+    assert woken(Record.of("a", SandboxInfo("a", S.RESUMING, version=9)), asleep_at=3) is None
+    assert woken(None, asleep_at=3) is None

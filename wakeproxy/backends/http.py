@@ -6,6 +6,9 @@ extension (docs/backend-protocol.md), e.g. `wakeproxy serve-api`.
     upstream  GET  /sandboxes/{id}/ports/{port}     {"host", "port"} | {"unixSocket"} |
                                                     {"socketBroker"}
     touch     POST /wakeproxy/activity              {"activity": {id: epoch seconds}}
+    watch     GET  /wakeproxy/events                one JSON line per state change, followed
+                                                    in the background (reconnecting); a
+                                                    control plane without it is only asked
 
 `aiohttp` errors, timeouts and unexpected answers become `Unavailable` here, at the edge;
 a 404 is `NotFound` (or None from `get`), a refused auto-resume `NotAllowed`.
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import secrets
 import socket
 from collections.abc import Callable, Mapping
@@ -31,6 +36,7 @@ from wakeproxy.backends.base import (
     SandboxInfo,
     SandboxState,
     SocketOpener,
+    StateListener,
     Upstream,
 )
 from wakeproxy.errors import (
@@ -42,7 +48,13 @@ from wakeproxy.errors import (
     Unavailable,
 )
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+# The event stream sends an empty line every 10 s when idle; three missed ones mean it died.
+_EVENTS_SILENCE: Final = 30.0
+_RECONNECT_FIRST: Final = 0.1
+_RECONNECT_MOST: Final = 5.0
 _STATES: Final = {state.value: state for state in SandboxState}
 _BROKER_TIMEOUT: Final = 5.0
 
@@ -63,6 +75,8 @@ class HttpBackend:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._resume_timeout = aiohttp.ClientTimeout(total=resume_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._listeners: list[StateListener] = []
+        self._events: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> HttpBackend:
         self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
@@ -74,6 +88,9 @@ class HttpBackend:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._events is not None:
+            self._events.cancel()
+            await asyncio.gather(self._events, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -115,6 +132,58 @@ class HttpBackend:
             "POST", "/wakeproxy/activity", json={"activity": dict(activity)}
         )
         _raise_for(status, body, None, "reporting activity of")
+
+    def watch(self, listener: StateListener) -> None:
+        """Tell `listener` of every change the control plane's event stream reports."""
+        self._listeners.append(listener)
+        if self._events is None and self._session is not None:
+            self._events = asyncio.get_running_loop().create_task(self._follow_events())
+
+    async def _follow_events(self) -> None:
+        delay = _RECONNECT_FIRST
+        while True:
+            try:
+                followed = await self._read_events()
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                log.info("the control plane's event stream ended: %r", exc)
+                followed = False
+            if followed is None:
+                return
+            if followed:
+                delay = _RECONNECT_FIRST
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, _RECONNECT_MOST)
+
+    async def _read_events(self) -> bool | None:
+        """Follow the stream until it ends; None when the control plane has none."""
+        assert self._session is not None
+        limits = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.total, sock_read=_EVENTS_SILENCE
+        )
+        async with self._session.get(self._base + "/wakeproxy/events", timeout=limits) as reply:
+            if reply.status == 404:
+                log.info("the control plane has no event stream: changes are learned by lookups")
+                return None
+            if reply.status != 200:
+                raise ValueError(f"the event stream answered HTTP {reply.status}")
+            async for line in reply.content:
+                if line.strip():
+                    self._deliver(line)
+        return True
+
+    def _deliver(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+            sandbox_id = str(event["sandboxID"])
+            info = None if event.get("killed") else info_from_detail(sandbox_id, event)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring a malformed event from the control plane: %r", exc)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(sandbox_id, info)
+            except Exception:
+                log.exception("a sandbox state listener failed")
 
     # -- HTTP -------------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@
 
 For proxies in other processes (`wakeproxy.local.extension`, docs/backend-protocol.md):
 `GET /sandboxes/{id}` adds a "wakeproxy" object, `connect` with {"autoResume": true}
-resumes as traffic would, and `GET /sandboxes/{id}/ports/{port}` and
-`POST /wakeproxy/activity` say where ports are reached and take activity.
+resumes as traffic would, `GET /sandboxes/{id}/ports/{port}` says where a port is
+reached, `POST /wakeproxy/activity` takes activity and `GET /wakeproxy/events` streams
+every state change.
 
 An unknown or killed sandbox is 404 everywhere. Errors are `{"code", "message"}` (the
 SDKs' generated clients fail to parse an error body without both): 400 malformed,

@@ -4,8 +4,9 @@ backend; docs/backend-protocol.md):
     GET  /sandboxes/{id}                     gains a "wakeproxy" object (`extension_json`)
     POST /sandboxes/{id}/connect             with {"autoResume": true}: resume as traffic
                                              would (409 when auto-resume is off)
-    GET  /sandboxes/{id}/ports/{port}        where the port is reached (`PortAddress`)
+    GET  /sandboxes/{id}/ports/{port}        where the port is reached (`port_address`)
     POST /wakeproxy/activity                 {"activity": {id: epoch s}}: last activity
+    GET  /wakeproxy/events                   every state change as it happens (NDJSON)
 
 A sandbox sharing the host's network is reached at 127.0.0.1 and its port. One with its
 own network namespace has no address another process could dial, so the platform hands
@@ -15,18 +16,21 @@ socket on this host; without a broker such ports answer 409.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
-from wakeproxy.backends.base import AGENT_PORT, SandboxState
+from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, SandboxState
 from wakeproxy.errors import Conflict, NotFound
 from wakeproxy.local.manager import SandboxManager
 from wakeproxy.local.records import SandboxRecord
-from wakeproxy.local.wire import BadRequest
+from wakeproxy.local.wire import BadRequest, api_state, timestamp
 
 LOOPBACK = "127.0.0.1"
+KEEPALIVE: Final = 10.0  # seconds between empty lines on a quiet event stream
 
 
 def extension_json(record: SandboxRecord) -> dict[str, Any]:
@@ -36,6 +40,29 @@ def extension_json(record: SandboxRecord) -> dict[str, Any]:
         "version": record.life.version,
         "trafficAccessToken": record.traffic_token,
         "agentPort": AGENT_PORT,
+    }
+
+
+def event_json(info: SandboxInfo) -> dict[str, Any]:
+    """One line of the event stream: the fields of `GET /sandboxes/{id}` the proxy reads,
+    or `"killed": true`."""
+    if info.state is SandboxState.KILLED:
+        return {"sandboxID": info.sandbox_id, "killed": True}
+    return {
+        "sandboxID": info.sandbox_id,
+        "state": api_state(info.state),
+        "endAt": None if info.end_at is None else timestamp(info.end_at),
+        "lifecycle": {
+            "onTimeout": info.lifecycle.on_timeout,
+            "autoResume": info.lifecycle.auto_resume,
+        },
+        "network": {"allowPublicTraffic": info.traffic_token is None},
+        "wakeproxy": {
+            "state": info.state.value,
+            "version": info.version,
+            "trafficAccessToken": info.traffic_token,
+            "agentPort": info.agent_port,
+        },
     }
 
 
@@ -79,8 +106,38 @@ def add_extension_routes(
         manager.touch(_activity(body))
         return web.Response(status=204)
 
+    streams: set[asyncio.Queue[SandboxInfo | None]] = set()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        changes: asyncio.Queue[SandboxInfo | None] = asyncio.Queue()
+        streams.add(changes)
+        unsubscribe = manager.subscribe(changes.put_nowait)
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            while True:
+                try:
+                    async with asyncio.timeout(KEEPALIVE):
+                        change = await changes.get()
+                except TimeoutError:
+                    await response.write(b"\n")  # an idle stream is not a dead one
+                    continue
+                if change is None:  # shutting down
+                    return response
+                await response.write(json.dumps(event_json(change)).encode() + b"\n")
+        finally:
+            unsubscribe()
+            streams.discard(changes)
+
+    async def end_streams(app: web.Application) -> None:
+        for stream in streams:
+            stream.put_nowait(None)
+
+    app.on_shutdown.append(end_streams)
+
     app.router.add_route("GET", "/sandboxes/{id}/ports/{port}", ports)
     app.router.add_route("POST", "/wakeproxy/activity", activity)
+    app.router.add_route("GET", "/wakeproxy/events", events)
 
 
 def _port(text: str) -> int:

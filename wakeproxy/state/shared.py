@@ -11,7 +11,8 @@ coordinator (and its hot path, which never gets here) is unchanged:
     touch     into the store's activity set, which one replica at a time reports to the
               backend (`wakeproxy.state.activity`); straight to the backend otherwise
     watch     state changes from other replicas' notices and from the backend itself
-              (whose changes are also written to the store and announced)
+              (whose changes are also written to the store: news to the others when
+              this replica is the first to write that version)
 
 `StateStore` is the interface it needs; `MemoryStore` and `RedisStore` implement it.
 Nothing here waits on the store without its timeout, and every store failure turns into
@@ -169,12 +170,7 @@ class SharedBackend:
                 return self._note(sandbox_id, record.info)
             if record is not None or store.healthy:
                 self._count("redis", "miss")
-        try:
-            info = await self._backend.get(sandbox_id)
-        except Exception:
-            self._count("backend", "error")
-            raise
-        self._count("backend", _result(info))
+        info = await self._backend.get(sandbox_id)
         self._distrusted.pop(sandbox_id, None)
         await self._publish(Record.of(sandbox_id, info), announce=False)
         return self._note(sandbox_id, info)
@@ -230,7 +226,9 @@ class SharedBackend:
     def _on_backend_change(self, sandbox_id: str, info: SandboxInfo | None) -> None:
         self._tell(sandbox_id, self._note(sandbox_id, info))
         if self._store.shared:
-            self._spawn(self._publish(Record.of(sandbox_id, info), announce=True))
+            # Not announced: when every replica hears the backend (an event stream), only
+            # the first writer of a version makes it news, not each of them.
+            self._spawn(self._publish(Record.of(sandbox_id, info), announce=False))
 
     def _on_health(self, healthy: bool) -> None:
         self._wake.health(healthy)
