@@ -20,7 +20,7 @@ from wakeproxy.backends.base import Backend
 from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config, check_config_command, load_config
 from wakeproxy.controlplane import running_control_plane
-from wakeproxy.errors import ConfigError
+from wakeproxy.errors import ConfigError, ListenError
 from wakeproxy.logs import configure as configure_logs
 from wakeproxy.loops import loop_factory
 from wakeproxy.metrics import Metrics
@@ -248,3 +248,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, reason in exc.problems:
             print(f"config error: {key}: {reason}", file=sys.stderr)
         return 2
+    except ListenError as exc:
+        print(f"wakeproxy: {exc}", file=sys.stderr)
+        return 1

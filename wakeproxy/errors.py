@@ -2,6 +2,7 @@
 
     WakeproxyError
     ├── ConfigError                 bad configuration (key path + reason)
+    ├── ListenError                 a listener could not be opened
     ├── StoreUnavailable            the shared state store (Redis) failed or timed out
     └── ProxyError                  something the proxy answers a client with
         ├── RouteError              malformed host, sandbox id or port          → 400
@@ -45,6 +46,10 @@ class StoreUnavailable(WakeproxyError):
     Never reaches a client: whoever catches it carries on without shared state (local
     single-flight, backend lookups) until the store is back.
     """
+
+
+class ListenError(WakeproxyError):
+    """A listener could not be opened (address in use, not permitted)."""
 
 
 class ProxyError(WakeproxyError):

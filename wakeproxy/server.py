@@ -21,6 +21,7 @@ from aiohttp import web
 from wakeproxy.accesslog import AccessLog
 from wakeproxy.backends.base import Backend, watch_backend
 from wakeproxy.config import Config, ProxyConfig
+from wakeproxy.errors import ListenError
 from wakeproxy.gateway import Gateway
 from wakeproxy.metrics import Metrics
 from wakeproxy.proxy.connector import UpstreamConnector
@@ -90,7 +91,11 @@ def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
 

@@ -287,7 +287,13 @@ def command_line(pid: int) -> str:
 
 
 def running_command(processes: dict[int, int], command: str) -> bool:
-    return any(command_line(pid).strip() == command for pid in processes)
+    # argv[0] may be a full path: a wrapper on PATH (pyenv's shims) execs the real binary.
+    return any(_with_bare_program(command_line(pid)) == command for pid in processes)
+
+
+def _with_bare_program(line: str) -> str:
+    program, _, rest = line.strip().partition(" ")
+    return f"{Path(program).name} {rest}".strip()
 
 
 async def until(predicate: Callable[[], object], what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -191,3 +192,16 @@ def test_health_reports_ready_and_not_ready(proxy_process: SpawnProxy) -> None:
     proxy.stop()
     gone = _cli("health", "--url", f"http://127.0.0.1:{proxy.admin_port}/readyz", "--timeout", "1")
     assert gone.returncode == 1
+
+
+def test_a_port_in_use_is_a_clear_error_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _cli(
+            "serve", "--proxy-listen", f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0"
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
