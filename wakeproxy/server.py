@@ -66,10 +66,13 @@ class Listening:
         return f"http://{self.host}:{self.port}"
 
 
-def _upstream_session(config: ProxyConfig) -> aiohttp.ClientSession:
+def _upstream_session(config: ProxyConfig, *, pooled: bool = True) -> aiohttp.ClientSession:
+    """`pooled`: plain HTTP, with kept-alive connections bounded per upstream. WebSocket
+    sessions get their own unbounded session: each holds its connection for its whole life,
+    so sharing the bounded pool would let 256 open sessions block every new request."""
     connector = UpstreamConnector(
         limit=0,
-        limit_per_host=config.upstream_connections,
+        limit_per_host=config.upstream_connections if pooled else 0,
         keepalive_timeout=30.0,
         force_close=False,
     )
@@ -146,12 +149,18 @@ async def _serving(
     watch_backend(backend, coordinator)
     access = AccessLog(config.log.format) if config.log.access else None
     gateway = Gateway(coordinator, config.wake.no_wake)
-    async with _upstream_session(settings) as session, coordinator:
+    async with (
+        _upstream_session(settings) as session,
+        _upstream_session(settings, pooled=False) as websocket_session,
+        coordinator,
+    ):
         front = ProxyFront(
             Router(settings.domains, settings.sandbox_id_pattern),
             gateway,
             HttpRelay(session, rules, metrics),
-            WebSocketRelay(session, rules, open_relays, settings.websocket_max_message, metrics),
+            WebSocketRelay(
+                websocket_session, rules, open_relays, settings.websocket_max_message, metrics
+            ),
             metrics,
             access,
         )

@@ -164,3 +164,18 @@ async def test_many_concurrent_sessions_stay_separate(proxy: Listening, upstream
         results = await asyncio.gather(*(session(i, client) for i in range(50)))
     for index, got in enumerate(results):
         assert got == [f"{index}:{n}" for n in range(5)]
+
+
+async def test_open_sessions_never_use_up_the_http_pool(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    async with start_proxy(upstream_connections=2) as proxy, aiohttp.ClientSession() as client:
+        host = {"Host": host_for(upstream.port)}
+        sessions = [await client.ws_connect(ws_url(proxy), headers=host) for _ in range(4)]
+        for index, ws in enumerate(sessions):
+            await ws.send_str(f"s{index}")
+            assert await ws.receive_str() == f"s{index}"
+        async with client.get(proxy.url + "/count", headers=host) as response:
+            assert response.status == 200
+        for ws in sessions:
+            await ws.close()

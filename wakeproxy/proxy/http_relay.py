@@ -42,6 +42,7 @@ class RelayedResponse(web.StreamResponse):
 
     body_bytes = 0
     aborted = False  # the upstream failed after the head was sent; the client was cut off
+    client_gone = False  # the client left before the whole answer was written
 
 
 class UpstreamRefused(PortNotOpen):
@@ -195,18 +196,22 @@ async def _stream_back(
         response.headers.extend(extra_headers)
     # A StreamResponse sends its head at once, before any body: a client waiting on a
     # stream (SSE, a long poll, an echo of its own upload) sees the status right away.
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         async for chunk in upstream_response.content.iter_any():
             await response.write(chunk)
             response.body_bytes += len(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away mid-answer: nobody is left to tell, and nothing is wrong
+        # upstream (closing the upstream response drops that connection from the pool).
+        response.client_gone = True
+        _abort(request)
     except (aiohttp.ClientError, TimeoutError):
         # The head is out, so the status can no longer say what went wrong: cut the
         # connection so the client sees a truncated response, not a short "complete" one.
         _abort(request)
         response.aborted = True
-        return response
-    await response.write_eof()
     return response
 
 

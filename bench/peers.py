@@ -1,0 +1,155 @@
+"""The peers wakeproxy is measured against, and wakeproxy itself, as pinned processes.
+
+nginx runs with one worker, no access log, `sendfile` on; as a reverse proxy it keeps
+upstream connections alive (`keepalive 64`) and streams bodies both ways
+(`proxy_request_buffering off`, `proxy_buffering off`) as wakeproxy does. wakeproxy runs
+with its access log off too (`WAKEPROXY_LOG_ACCESS=false`), so neither side writes a log
+line per request.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import PYTHON, Procs, free_port, wait_http, wait_port
+
+SMALL_BODY = (
+    "wakeproxy bench: a small response of about one hundred bytes, the same for every path.\n"
+)
+
+_NGINX_MAIN = """\
+worker_processes 1;
+daemon off;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_max_body_size 0;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    default_type text/plain;
+{servers}
+}}
+"""
+
+_ORIGIN = """\
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location = / {{ return 200 '{body}'; }}
+        location /files/ {{ alias {dir}/files/; }}
+    }}
+"""
+
+_PROXY = """\
+    upstream origin {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    upstream uploads {{ server 127.0.0.1:{uploads}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        location / {{ proxy_pass http://origin; }}
+        location /upload {{ proxy_pass http://uploads; }}
+    }}
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    port: int
+    host_header: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def bench_host(port: int, sandbox: str = "bench") -> str:
+    return f"{port}-{sandbox}.localhost"
+
+
+def start_nginx(
+    procs: Procs, workdir: Path, name: str, cores: str, servers: str
+) -> subprocess.Popen[bytes]:
+    directory = workdir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "files").mkdir(exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(_NGINX_MAIN.format(dir=directory, servers=servers))
+    return procs.start(name, ["nginx", "-c", str(conf), "-p", str(directory)], cores)
+
+
+def start_origin(procs: Procs, workdir: Path, cores: str) -> tuple[int, Path]:
+    """nginx serving SMALL_BODY at `/` and files under `/files/`; returns (port, files dir)."""
+    port = free_port()
+    body = SMALL_BODY.replace("\n", "\\n")
+    start_nginx(
+        procs,
+        workdir,
+        "nginx-origin",
+        cores,
+        _ORIGIN.format(port=port, body=body, dir=workdir / "nginx-origin"),
+    )
+    wait_port(port)
+    return port, workdir / "nginx-origin" / "files"
+
+
+def start_nginx_proxy(
+    procs: Procs, workdir: Path, cores: str, upstream: int, uploads: int = 0
+) -> int:
+    port = free_port()
+    servers = _PROXY.format(port=port, upstream=upstream, uploads=uploads or upstream)
+    start_nginx(procs, workdir, "nginx-proxy", cores, servers)
+    wait_port(port)
+    return port
+
+
+def start_wakeproxy(
+    procs: Procs,
+    cores: str,
+    *,
+    name: str = "wakeproxy",
+    workers: int = 1,
+    redis_url: str = "",
+    env: dict[str, str] | None = None,
+) -> tuple[int, int]:
+    """`wakeproxy serve --backend static`; returns (proxy port, admin port)."""
+    port, admin = free_port(), free_port()
+    argv = [
+        PYTHON, "-m", "wakeproxy", "serve",
+        "--backend", "static",
+        "--proxy-listen", f"127.0.0.1:{port}",
+        "--admin-listen", f"127.0.0.1:{admin}",
+        "--workers", str(workers),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    if redis_url:
+        argv += ["--redis-url", redis_url]
+    procs.start(name, argv, cores, env={"WAKEPROXY_LOG_ACCESS": "false", **(env or {})})
+    wait_http(f"http://127.0.0.1:{admin}/readyz")
+    return port, admin
+
+
+def start_redis(procs: Procs, workdir: Path, cores: str) -> str:
+    port = free_port()
+    argv = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(workdir),
+    ]  # fmt: skip
+    procs.start("redis", argv, cores)
+    wait_port(port)
+    return f"redis://127.0.0.1:{port}/0"

@@ -1,0 +1,397 @@
+"""The six scenarios of issue 7. Each takes a `Run` and returns (markdown table, raw data).
+
+Every path in a scenario is measured in the same run, interleaved round by round (path A,
+path B, ..., then the next round), so drift on the machine hits all paths alike; tables
+quote the median of the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import (
+    BENCH_DIR,
+    PYTHON,
+    Cores,
+    Procs,
+    free_port,
+    http_get,
+    median,
+    metric,
+    rss_kib,
+    wait_port,
+)
+from peers import (
+    bench_host,
+    start_nginx_proxy,
+    start_origin,
+    start_redis,
+    start_wakeproxy,
+)
+from sandboxes import sdk_env, serving_sandbox, start_platform
+from wrk import WrkResult, run_wrk
+
+Table = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Run:
+    workdir: Path
+    cores: Cores
+    rounds: int  # measured runs per path
+    seconds: float  # one wrk run
+    connections: int
+    storm: int  # scenario 3 clients
+    held: int  # scenarios 4 and 5: requests held, WebSockets open
+    body_mib: int
+
+
+@dataclass(frozen=True)
+class Path_:
+    name: str
+    port: int
+    host: str
+
+
+def _wrk_table(rows: dict[str, list[WrkResult]], peer: str) -> tuple[str, dict[str, Any]]:
+    lines = [
+        f"| path | req/s | p50 ms | p99 ms | ratio to {peer} | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    data: dict[str, Any] = {}
+    peer_rps = median([r.rps for r in rows[peer]]) if peer in rows else float("nan")
+    for name, results in rows.items():
+        rps = median([r.rps for r in results])
+        p50 = median([r.p50_ms for r in results])
+        p99 = median([r.p99_ms for r in results])
+        errors = sum(r.errors for r in results)
+        ratio = rps / peer_rps
+        lines.append(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio:.3f} | {errors} |")
+        data[name] = {
+            "rps": rps,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "ratio_to_peer": ratio,
+            "errors": errors,
+            "runs": [r.as_dict() for r in results],
+        }
+    return "\n".join(lines), data
+
+
+def _measure(paths: list[Path_], run: Run, **wrk: Any) -> dict[str, list[WrkResult]]:
+    rows: dict[str, list[WrkResult]] = {p.name: [] for p in paths}
+    for path in paths:  # warm-up: pools filled, code paths hot
+        run_wrk(f"http://127.0.0.1:{path.port}/", path.host, cores=run.cores.load, seconds=2)
+    for _ in range(run.rounds):
+        for path in paths:
+            url = f"http://127.0.0.1:{path.port}/"
+            result = run_wrk(url, path.host, cores=run.cores.load, seconds=run.seconds, **wrk)
+            rows[path.name].append(result)
+    return rows
+
+
+def hot_path(run: Run, procs: Procs) -> tuple[Table, Table, Table]:
+    """Scenarios 1 and 6: saturating load, the same paced load, and Redis enabled."""
+    c = run.cores
+    origin, _ = start_origin(procs, run.workdir, c.upstream)
+    direct_dir = run.workdir / "direct"
+    direct_dir.mkdir(exist_ok=True)
+    direct, _ = start_origin(procs, direct_dir, c.proxy)  # the origin alone on the proxy core
+    nginx = start_nginx_proxy(procs, run.workdir, c.proxy, origin)
+    wp1, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-w1")
+    wp2, _ = start_wakeproxy(procs, c.all, name="wakeproxy-w2", workers=2)
+    redis_url = start_redis(procs, run.workdir, c.upstream)
+    wpr, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-redis", redis_url=redis_url)
+    platform = start_platform(procs, run.workdir, c.proxy)
+    sandbox, sandbox_host, server = serving_sandbox(platform)
+    host = bench_host(origin)
+    paths = [
+        Path_("direct (nginx origin, own core)", direct, host),
+        Path_("nginx proxy, 1 worker", nginx, host),
+        Path_("wakeproxy serve, 1 worker", wp1, host),
+        Path_("wakeproxy serve, --workers 2 (both cores)", wp2, host),
+        Path_(f"wakeproxy up → sandbox ({server})", platform.proxy_port, sandbox_host),
+    ]
+    redis_paths = [paths[2], Path_("wakeproxy serve, 1 worker, Redis store", wpr, host)]
+    try:
+        saturated = _measure([*paths, redis_paths[1]], run, connections=run.connections)
+        text, data = _wrk_table({p.name: saturated[p.name] for p in paths}, paths[1].name)
+        data["sandbox_server"] = server
+        paced = _paced(run, paths[:3], median([r.rps for r in saturated[paths[2].name]]))
+        redis = _wrk_table({p.name: saturated[p.name] for p in redis_paths}, paths[2].name)
+    finally:
+        with sdk_env(platform):
+            sandbox.kill()
+    return (text, data), paced, redis
+
+
+def _paced(run: Run, paths: list[Path_], wakeproxy_rps: float) -> Table:
+    """Every path at the same offered load: half of what wakeproxy sustains at most."""
+    delay_ms = 10
+    target = wakeproxy_rps / 2
+    connections = max(1, round(target * delay_ms / 1000))
+    rows = _measure(paths, run, connections=connections, delay_ms=delay_ms)
+    lines = [
+        f"Offered load: {connections} connections, each waiting {delay_ms} ms after every "
+        f"answer (at most ≈{connections * 1000 / delay_ms:,.0f} req/s).",
+        "",
+        "| path | achieved req/s | p50 ms | p90 ms | p99 ms | p99 - nginx proxy's p99, ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    data: dict[str, Any] = {"connections": connections, "delay_ms": delay_ms}
+    peer_p99 = median([r.p99_ms for r in rows[paths[1].name]])
+    for name, results in rows.items():
+        rps = median([r.rps for r in results])
+        p50, p90, p99 = (
+            median([getattr(r, f) for r in results]) for f in ("p50_ms", "p90_ms", "p99_ms")
+        )
+        lines.append(
+            f"| {name} | {rps:,.0f} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {p99 - peer_p99:+.2f} |"
+        )
+        data[name] = {"rps": rps, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
+    return "\n".join(lines), data
+
+
+def _curl_speed(argv: list[str], cores: str) -> float:
+    done = subprocess.run(
+        ["taskset", "-c", cores, "curl", "-sS", "-o", "/dev/null", *argv],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    code, speed = done.stdout.split()
+    if code != "200":
+        raise RuntimeError(f"curl got {code}: {argv}")
+    return float(speed) / 1e6
+
+
+def bodies(run: Run, procs: Procs) -> Table:
+    """Scenario 2: one large upload and one large download per path, MB/s (10^6 bytes)."""
+    c = run.cores
+    origin, files = start_origin(procs, run.workdir / "bodies", c.upstream)
+    # "direct" gets its own nginx on the proxy core, as in scenario 1: the client and
+    # the server it measures never share a core.
+    direct, direct_files = start_origin(procs, run.workdir / "bodies-direct", c.proxy)
+    big = files / "big"
+    for where in (big, direct_files / "big"):
+        with where.open("wb") as handle:
+            handle.truncate(run.body_mib * 1024 * 1024)
+    sink = free_port()
+    procs.start("upload-sink", [PYTHON, str(BENCH_DIR / "servers.py"), str(sink)], c.upstream)
+    wait_port(sink)
+    nginx = start_nginx_proxy(procs, run.workdir / "bodies", c.proxy, origin, uploads=sink)
+    wakeproxy, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-bodies")
+    paths = {
+        "direct": (direct, sink),
+        "nginx proxy": (nginx, nginx),
+        "wakeproxy serve": (wakeproxy, wakeproxy),
+    }
+    speeds: dict[str, dict[str, list[float]]] = {n: {"up": [], "down": []} for n in paths}
+    for _ in range(run.rounds):
+        for name, (down_port, up_port) in paths.items():
+            speeds[name]["down"].append(_curl_speed(
+                ["-H", f"Host: {bench_host(origin)}", "-w", "%{http_code} %{speed_download}",
+                 f"http://127.0.0.1:{down_port}/files/big"], c.load))  # fmt: skip
+            speeds[name]["up"].append(_curl_speed(
+                ["-H", f"Host: {bench_host(sink)}", "-H", "Expect:", "-X", "POST", "-T", str(big),
+                 "-w", "%{http_code} %{speed_upload}", f"http://127.0.0.1:{up_port}/upload"],
+                c.load))  # fmt: skip
+    lines = [
+        f"| path | download {run.body_mib} MiB, MB/s | upload {run.body_mib} MiB, MB/s |",
+        "| --- | ---: | ---: |",
+    ]
+    data: dict[str, Any] = {}
+    for name, got in speeds.items():
+        down, up = median(got["down"]), median(got["up"])
+        lines.append(f"| {name} | {down:,.0f} | {up:,.0f} |")
+        data[name] = {"download_mb_s": down, "upload_mb_s": up, "runs": got}
+    return "\n".join(lines), data
+
+
+def _client(procs: Procs, name: str, argv: list[str], cores: str) -> subprocess.Popen[bytes]:
+    return procs.start(name, [PYTHON, str(BENCH_DIR / "clients.py"), *argv], cores)
+
+
+def _first_line(procs: Procs, name: str, proc: subprocess.Popen[bytes], timeout: float) -> Any:
+    out = procs.logdir / f"{name}.out"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = out.read_text() if out.exists() else ""
+        if text.strip():
+            return json.loads(text.splitlines()[0])
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {(procs.logdir / f'{name}.err').read_text()}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} said nothing within {timeout}s")
+
+
+def wake_storm(run: Run, procs: Procs) -> Table:
+    """Scenario 3: `storm` clients at once to one paused sandbox of `wakeproxy up`."""
+    c = run.cores
+    platform = start_platform(procs, run.workdir, c.proxy, name="up-storm")
+    sandbox, host, server = serving_sandbox(platform)
+    rounds: list[dict[str, Any]] = []
+    try:
+        for i in range(run.rounds):
+            with sdk_env(platform):
+                sandbox.pause()
+            before = platform.metrics()
+            name = f"storm-{i}"
+            client = _client(
+                procs, name, ["storm", str(platform.proxy_port), host, str(run.storm)], c.load
+            )
+            client.wait(timeout=120)
+            got = _first_line(procs, name, client, 5)
+            after = platform.metrics()
+            resume = _delta(before, after, "wakeproxy_sandbox_resume_seconds_sum")
+            count = _delta(before, after, "wakeproxy_sandbox_resume_seconds_count")
+            wakes = _delta(before, after, "wakeproxy_wakes_total")
+            latencies = got["latencies"]
+            rounds.append({
+                "first_to_last_s": got["first_to_last"],
+                "resume_s": resume / count if count else float("nan"),
+                "resumes": count,
+                "wakes": wakes,
+                "ok": got["ok"],
+                "statuses": got["statuses"],
+                "p50_latency_s": latencies[len(latencies) // 2],
+                "p99_latency_s": latencies[int(len(latencies) * 0.99) - 1],
+            })  # fmt: skip
+    finally:
+        with sdk_env(platform):
+            sandbox.kill()
+
+    def med(key: str) -> float:
+        return median([r[key] for r in rounds])
+
+    over_total = med("first_to_last_s") - med("resume_s")
+    over_p99 = median([r["p99_latency_s"] - r["resume_s"] for r in rounds])
+    lines = [
+        "| clients | first request → last response, ms | backend resume, ms "
+        "| overhead (total - resume), ms | p99 request - resume, ms "
+        "| resumes (platform) | wakes (proxy) | 200s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {run.storm} | {med('first_to_last_s') * 1000:.1f} | {med('resume_s') * 1000:.1f} "
+        f"| {over_total * 1000:.1f} | {over_p99 * 1000:.1f} | "
+        f"{_joined(rounds, 'resumes')} | {_joined(rounds, 'wakes')} | {_joined(rounds, 'ok')} |",
+    ]
+    data = {
+        "server": server,
+        "rounds": rounds,
+        "overhead_ms": over_total * 1000,
+        "p99_overhead_ms": over_p99 * 1000,
+    }
+    return "\n".join(lines), data
+
+
+def _joined(rounds: list[dict[str, Any]], key: str) -> str:
+    return ", ".join(f"{r[key]:g}" for r in rounds)
+
+
+def _delta(before: str, after: str, name: str) -> float:
+    return metric(after, name) - metric(before, name)
+
+
+def _memory_per(
+    pid: int, ready: Callable[[], bool], count: int, timeout: float = 120
+) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the proxy never reached the count")
+        time.sleep(0.2)
+    time.sleep(1.0)  # let allocations settle
+    return {"rss_after_kib": rss_kib(pid)}
+
+
+def held(run: Run, procs: Procs) -> Table:
+    """Scenario 4: resident memory per request held for a wake that does not end."""
+    c = run.cores
+    port, admin = free_port(), free_port()
+    proxy = procs.start(
+        "held-proxy", [PYTHON, str(BENCH_DIR / "held_proxy.py"), str(port), str(admin)], c.proxy
+    )
+    wait_port(admin)
+    wait_port(port)
+    time.sleep(0.5)
+    base = rss_kib(proxy.pid)
+    host = bench_host(3000, "paused")
+    client = _client(procs, "held-client", ["hold", str(port), host, str(run.held)], c.load)
+    _first_line(procs, "held-client", client, 180)
+
+    def all_held() -> bool:
+        text = http_get(f"http://127.0.0.1:{admin}/metrics").decode()
+        return metric(text, "wakeproxy_held_requests") >= run.held
+
+    after = _memory_per(proxy.pid, all_held, run.held)["rss_after_kib"]
+    per = (after - base) * 1024 / run.held
+    lines = [
+        "| held requests | proxy RSS before, MiB | with all held, MiB | per held request, KiB |",
+        "| ---: | ---: | ---: | ---: |",
+        f"| {run.held:,} | {base / 1024:.1f} | {after / 1024:.1f} | {per / 1024:.1f} |",
+    ]
+    return "\n".join(lines), {
+        "held": run.held,
+        "rss_before_kib": base,
+        "rss_after_kib": after,
+        "per_request_kib": per / 1024,
+    }
+
+
+def websockets(run: Run, procs: Procs) -> Table:
+    """Scenario 5: memory per idle proxied WebSocket, and echo round trips per second."""
+    c = run.cores
+    # Each proxied WebSocket takes two descriptors in the proxy (client and upstream); a
+    # hard open-file limit that cannot be raised (containers) caps how many fit.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    count = run.held if hard == resource.RLIM_INFINITY else min(run.held, (hard - 1000) // 2)
+    echo = free_port()
+    procs.start("ws-echo-server", [PYTHON, str(BENCH_DIR / "servers.py"), str(echo)], c.upstream)
+    wait_port(echo)
+    # Each proxied WebSocket holds one upstream connection; the default pool allows 256.
+    pool = {"WAKEPROXY_PROXY_UPSTREAM_CONNECTIONS": str(count + 100)}
+    port, admin = start_wakeproxy(procs, c.proxy, name="wakeproxy-ws", env=pool)
+    host = bench_host(echo)
+    rates: dict[str, list[float]] = {"direct": [], "wakeproxy serve": []}
+    for i in range(run.rounds):
+        for name, target in (("direct", echo), ("wakeproxy serve", port)):
+            label = f"ws-echo-{i}-{name.split()[0]}"
+            proc = _client(
+                procs, label, ["ws-echo", str(target), host, "50", f"{run.seconds:.1f}"], c.load
+            )
+            proc.wait(timeout=run.seconds + 60)
+            rates[name].append(_first_line(procs, label, proc, 5)["round_trips_per_s"])
+    wakeproxy = procs.named["wakeproxy-ws"]
+    base = rss_kib(wakeproxy.pid)
+    client = _client(procs, "ws-idle", ["ws-idle", str(port), host, str(count)], c.load)
+    _first_line(procs, "ws-idle", client, 240)
+
+    def all_open() -> bool:
+        text = http_get(f"http://127.0.0.1:{admin}/metrics").decode()
+        return metric(text, "wakeproxy_websockets_open") >= count
+
+    after = _memory_per(wakeproxy.pid, all_open, count)["rss_after_kib"]
+    per = (after - base) / count
+    direct, proxied = median(rates["direct"]), median(rates["wakeproxy serve"])
+    lines = [
+        "| idle WebSockets | proxy RSS before, MiB | with all open, MiB | per WebSocket, KiB "
+        "| echo round trips/s direct | through wakeproxy | ratio |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {count:,} | {base / 1024:.1f} | {after / 1024:.1f} | {per:.1f} | {direct:,.0f} "
+        f"| {proxied:,.0f} | {proxied / direct:.3f} |",
+    ]
+    data = {
+        "open": count,
+        "rss_before_kib": base,
+        "rss_after_kib": after,
+        "per_websocket_kib": per,
+        "echo_direct": rates["direct"],
+        "echo_wakeproxy": rates["wakeproxy serve"],
+        "echo_ratio": proxied / direct,
+    }
+    return "\n".join(lines), data
