@@ -202,8 +202,12 @@ class Metrics:
     def wake_started(self) -> None:
         self._wakes_in_progress.inc()
 
-    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
+    def wake_finished(
+        self, seconds: float, result: str, phases: Mapping[str, float], *, followed: bool = False
+    ) -> None:
         self._wakes_in_progress.dec()
+        if followed:  # another replica's resume: counted (and timed) where it was started
+            return
         counter = self._wake_results.get(result) or self._wakes.labels(result)
         counter.inc()
         self._wake_seconds.observe(seconds)

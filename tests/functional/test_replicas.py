@@ -146,6 +146,19 @@ async def test_300_requests_over_three_replicas_wake_a_paused_sandbox_once(
     assert control_plane.resumes == 1
     assert control_plane.connects == 1
     assert control_plane.sandboxes["sleepy"].upstream.hits["GET /count"] == 300
+    # Each replica counts only the resumes it started itself: one in all.
+    assert sum(wakes_counted(replica) for replica in proxies) == 1
+
+
+def wakes_counted(replica: ProxyProcess) -> float:
+    url = f"http://127.0.0.1:{replica.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("wakeproxy_wakes_total{")
+    )
 
 
 async def test_when_the_replica_leading_a_slow_wake_dies_the_others_finish_it(

@@ -52,7 +52,9 @@ class Recording:
     def wake_started(self) -> None:
         self.started += 1
 
-    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
+    def wake_finished(
+        self, seconds: float, result: str, phases: Mapping[str, float], *, followed: bool = False
+    ) -> None:
         self.finished.append((seconds, result))
         self.phases.append(phases)
 

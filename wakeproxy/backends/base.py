@@ -117,3 +117,13 @@ def watch_backend(backend: Backend, observer: Observer) -> None:
     pauses and kills made elsewhere (a WebSocket left open across a pause relies on it)."""
     if isinstance(backend, Watchable):
         backend.watch(observer.observe)
+
+
+@runtime_checkable
+class SharedWakes(Protocol):
+    """A backend shared by replicas, where one replica's resume serves all of them."""
+
+    def followed(self, sandbox_id: str) -> bool:
+        """True when this replica's last wake of the sandbox waited for another's resume
+        (so this replica must not count it as a resume it started)."""
+        ...

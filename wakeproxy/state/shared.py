@@ -183,6 +183,10 @@ class SharedBackend:
     async def upstream(self, info: SandboxInfo, port: int) -> Upstream:
         return await self._backend.upstream(info, port)
 
+    def followed(self, sandbox_id: str) -> bool:
+        """Did this replica's last wake of the sandbox only wait for another replica's?"""
+        return sandbox_id in self._wake.followed
+
     async def touch(self, activity: Mapping[str, float]) -> None:
         if not await self._activity.record(activity):
             await self._backend.touch(activity)

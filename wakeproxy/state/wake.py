@@ -108,6 +108,8 @@ class LeasedWake:
         self._wait = wait
         self._clock = clock
         self._followers: dict[str, set[asyncio.Future[_Outcome]]] = {}
+        self.followed: set[str] = set()
+        """Sandboxes whose last wake here only waited for another replica's resume."""
 
     # -- what the shared backend tells it ---------------------------------------------------
 
@@ -137,7 +139,9 @@ class LeasedWake:
 
     async def resume(self, sandbox_id: str, asleep_at: int | None) -> SandboxInfo:
         """Resume the sandbox, or wait for the replica that does; `asleep_at` is the
-        version this replica last saw it not running (None: unknown)."""
+        version this replica last saw it not running (None: unknown). A wait for another
+        replica's resume leaves the id in `followed`."""
+        self.followed.discard(sandbox_id)
         if not self._store.healthy:
             return await self._alone(sandbox_id)
         with self._following(sandbox_id) as outcome:
@@ -155,7 +159,9 @@ class LeasedWake:
         while True:
             lease = await self._store.acquire(name, self._lease_ttl)
             if lease is not None:
+                self.followed.discard(sandbox_id)  # a follower may take over a dead lead
                 return await self._lead(sandbox_id, lease, asleep_at)
+            self.followed.add(sandbox_id)
             if (info := woken(await self._store.read(sandbox_id), asleep_at)) is not None:
                 return info
             budget = deadline - self._clock()
@@ -200,6 +206,7 @@ class LeasedWake:
                 await self._store.release(lease)
 
     async def _alone(self, sandbox_id: str) -> SandboxInfo:
+        self.followed.discard(sandbox_id)
         info = await self._resume(sandbox_id)
         await self._publish(sandbox_id, info)
         return info

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
 
-from wakeproxy.backends.base import Backend, Invalidatable, SandboxInfo, Upstream
+from wakeproxy.backends.base import (
+    Backend,
+    Invalidatable,
+    SandboxInfo,
+    SharedWakes,
+    Upstream,
+)
 from wakeproxy.errors import Unavailable
 from wakeproxy.wake.activity import ActivityBuffer
 from wakeproxy.wake.cache import Acquired, RouteCache
@@ -259,7 +265,7 @@ class WakeCoordinator:
             self._recorder.held_changed(self._held_total)
         finished = self._wake_times.observe(sandbox_id, event, machine.phase, self._clock())
         if finished is not None:
-            self._wake_finished(finished)
+            self._wake_finished(sandbox_id, finished)
         if machine.settled and sandbox_id in self._ready_waiters:
             for future in self._ready_waiters.pop(sandbox_id):
                 if not future.done():
@@ -293,8 +299,10 @@ class WakeCoordinator:
             case Uncache():
                 self._cache.set_not_running(sandbox_id)
 
-    def _wake_finished(self, wake: FinishedWake) -> None:
-        self._recorder.wake_finished(wake.seconds, wake.result, wake.phases)
+    def _wake_finished(self, sandbox_id: str, wake: FinishedWake) -> None:
+        backend = self._backend
+        followed = isinstance(backend, SharedWakes) and backend.followed(sandbox_id)
+        self._recorder.wake_finished(wake.seconds, wake.result, wake.phases, followed=followed)
 
     def _hold(self, sandbox_id: str, rid: int, until: float) -> None:
         waiter = self._waiters[rid]
@@ -350,7 +358,7 @@ class WakeCoordinator:
             self._held_total = 0
             self._recorder.held_changed(0)
         for wake in self._wake_times.abandon(self._clock()):
-            self._wake_finished(wake)
+            self._recorder.wake_finished(wake.seconds, wake.result, wake.phases)
         self._report_hits()
         await self._activity.flush()
 

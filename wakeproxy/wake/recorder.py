@@ -12,8 +12,13 @@ class Recorder(Protocol):
     def wake_started(self) -> None:
         """This process called `Backend.resume` for a sandbox."""
 
-    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
+    def wake_finished(
+        self, seconds: float, result: str, phases: Mapping[str, float], *, followed: bool = False
+    ) -> None:
         """The wake that `wake_started` began is over, `seconds` after it began.
+
+        `followed`: another replica performed the resume and this one only waited for it
+        (it is still timed, but it is not a resume this process started).
 
         `result`: "ok" (running, and every port a held request wanted accepted), "timeout"
         (a port never accepted within the readiness budget, or the resume outlasted the
@@ -41,7 +46,9 @@ class NullRecorder:
     def wake_started(self) -> None:
         pass
 
-    def wake_finished(self, seconds: float, result: str, phases: Mapping[str, float]) -> None:
+    def wake_finished(
+        self, seconds: float, result: str, phases: Mapping[str, float], *, followed: bool = False
+    ) -> None:
         pass
 
     def joined(self) -> None:
