@@ -13,23 +13,27 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 from wakeproxy import __version__
 from wakeproxy.admin import running_admin
 from wakeproxy.backends.base import Backend
 from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config, check_config_command, load_config
-from wakeproxy.controlplane import running_control_plane
+from wakeproxy.controlplane import RunningControlPlane, running_control_plane
 from wakeproxy.errors import ConfigError, ListenError
 from wakeproxy.logs import configure as configure_logs
 from wakeproxy.loops import loop_factory
 from wakeproxy.metrics import Metrics
-from wakeproxy.platform import running_platform
+from wakeproxy.platform import RunningPlatform, running_platform
 from wakeproxy.readiness import Readiness, backend_check
 from wakeproxy.server import serve_until_signalled
 from wakeproxy.state.factory import open_store, report_health
 from wakeproxy.state.shared import StateStore
 from wakeproxy.workers import Supervisor
+
+T = TypeVar("T")
 
 # CLI flag → config key path; flags win over env, file and defaults.
 _FLAG_KEYS = {
@@ -176,47 +180,49 @@ def _tell_supervisor(ready_fd: int | None) -> Callable[[str], None] | None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    config = load_config(args.config, os.environ, _flags(args))
-    configure_logs(config.log.level, config.log.format)
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_run_platform(config))
-
-
-async def _run_platform(config: Config) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_platform(config) as platform:
-        lines = [f"{name}={value}" for name, value in platform.environment().items()]
-        lines.append(f"preview URLs: http://<port>-<sandboxId>.{platform.domain}/")
-        lines.append(f"admin: {platform.admin.url}/readyz")
-        print("\n".join(lines), flush=True)
-        await stop.wait()
-    return 0
+    return _run_until_signalled(args, running_platform, _platform_lines)
 
 
 def _serve_api(args: argparse.Namespace) -> int:
+    return _run_until_signalled(args, running_control_plane, _control_plane_lines)
+
+
+def _platform_lines(platform: RunningPlatform) -> list[str]:
+    lines = [f"{name}={value}" for name, value in platform.environment().items()]
+    lines.append(f"preview URLs: http://<port>-<sandboxId>.{platform.domain}/")
+    lines.append(f"admin: {platform.admin.url}/readyz")
+    return lines
+
+
+def _control_plane_lines(plane: RunningControlPlane) -> list[str]:
+    return [
+        f"E2B_API_URL={plane.api.url}",
+        f"proxies: wakeproxy serve --backend http --backend-url {plane.api.url}",
+        f"admin: {plane.admin.url}/readyz",
+    ]
+
+
+def _run_until_signalled(
+    args: argparse.Namespace,
+    running: Callable[[Config], AbstractAsyncContextManager[T]],
+    describe: Callable[[T], list[str]],
+) -> int:
+    """Load the config, start `running`, print what users need, stop on SIGTERM/SIGINT."""
     config = load_config(args.config, os.environ, _flags(args))
     configure_logs(config.log.level, config.log.format)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with running(config) as started:
+            print("\n".join(describe(started)), flush=True)
+            await stop.wait()
+        return 0
+
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_run_control_plane(config))
-
-
-async def _run_control_plane(config: Config) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_control_plane(config) as plane:
-        lines = [
-            f"E2B_API_URL={plane.api.url}",
-            f"proxies: wakeproxy serve --backend http --backend-url {plane.api.url}",
-            f"admin: {plane.admin.url}/readyz",
-        ]
-        print("\n".join(lines), flush=True)
-        await stop.wait()
-    return 0
+        return runner.run(main())
 
 
 def _health(url: str, timeout: float) -> int:

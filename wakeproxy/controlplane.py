@@ -24,9 +24,8 @@ from wakeproxy.config import Config
 from wakeproxy.local.api import build_api
 from wakeproxy.local.manager import SandboxManager
 from wakeproxy.local.portbroker import running_broker
-from wakeproxy.local.runtime import ProcessRuntime
 from wakeproxy.local.wire import ApiSettings
-from wakeproxy.platform import check_exposure, data_dir
+from wakeproxy.platform import data_dir, sandbox_manager
 from wakeproxy.readiness import Readiness
 from wakeproxy.server import Listening, serving_app, split_listen
 from wakeproxy.state.factory import open_store, report_health, sharing
@@ -42,44 +41,32 @@ class RunningControlPlane:
 
 @asynccontextmanager
 async def running_control_plane(config: Config) -> AsyncIterator[RunningControlPlane]:
-    check_exposure(config)
     settings = config.platform
     root = data_dir(config)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
-    manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
-    await manager.start()
     readiness = Readiness()
     readiness.report("platform", "ok")
-    try:
-        async with AsyncExitStack() as stack:
-            if config.state.redis_url:
-                store = await stack.enter_async_context(open_store(config.state))
-                report_health(store, readiness.report)
-                wake = config.wake
-                await stack.enter_async_context(
-                    sharing(
-                        LocalBackend(manager),
-                        store,
-                        config.state,
-                        activity_interval=wake.activity_interval,
-                        activity_batch=wake.activity_batch,
-                    )
+    async with sandbox_manager(config) as manager, AsyncExitStack() as stack:
+        if config.state.redis_url:
+            store = await stack.enter_async_context(open_store(config.state))
+            report_health(store, readiness.report)
+            wake = config.wake
+            await stack.enter_async_context(
+                sharing(
+                    LocalBackend(manager),
+                    store,
+                    config.state,
+                    activity_interval=wake.activity_interval,
+                    activity_batch=wake.activity_batch,
                 )
-            broker = await stack.enter_async_context(running_broker(manager.open_socket, root))
-            domain = settings.domain or f"localhost:{split_listen(config.proxy.listen)[1]}"
-            api_settings = ApiSettings(
-                domain=domain,
-                api_key=settings.api_key or None,
-                activity_extends_timeout=settings.activity_extends_timeout,
             )
-            app = build_api(manager, api_settings, broker=str(broker.path))
-            api = await stack.enter_async_context(serving_app(app, settings.api_listen))
-            admin = await stack.enter_async_context(running_admin(config.admin.listen, readiness))
-            yield RunningControlPlane(api, admin, domain, manager)
-    finally:
-        await manager.close(kill_all=not settings.keep_sandboxes)
-        if settings.keep_sandboxes:
-            runtime.detach()
-        else:
-            await runtime.close()
+        broker = await stack.enter_async_context(running_broker(manager.open_socket, root))
+        domain = settings.domain or f"localhost:{split_listen(config.proxy.listen)[1]}"
+        api_settings = ApiSettings(
+            domain=domain,
+            api_key=settings.api_key or None,
+            activity_extends_timeout=settings.activity_extends_timeout,
+        )
+        app = build_api(manager, api_settings, broker=str(broker.path))
+        api = await stack.enter_async_context(serving_app(app, settings.api_listen))
+        admin = await stack.enter_async_context(running_admin(config.admin.listen, readiness))
+        yield RunningControlPlane(api, admin, domain, manager)

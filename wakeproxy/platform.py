@@ -95,6 +95,15 @@ def _with_domain(config: Config, domain: str) -> Config:
 
 @asynccontextmanager
 async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
+    root = data_dir(config)
+    async with sandbox_manager(config) as manager, _platform(config, manager, root) as platform:
+        yield platform
+
+
+@asynccontextmanager
+async def sandbox_manager(config: Config) -> AsyncIterator[SandboxManager]:
+    """The embedded platform's sandboxes: taken back from the records at start; at stop
+    ended, or left running for the next start with `platform.keep_sandboxes`."""
     check_exposure(config)
     settings = config.platform
     root = data_dir(config)
@@ -104,6 +113,21 @@ async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
     runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
     manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
     await manager.start()
+    try:
+        yield manager
+    finally:
+        await manager.close(kill_all=not settings.keep_sandboxes)
+        if settings.keep_sandboxes:
+            runtime.detach()
+        else:
+            await runtime.close()
+
+
+@asynccontextmanager
+async def _platform(
+    config: Config, manager: SandboxManager, root: Path
+) -> AsyncIterator[RunningPlatform]:
+    settings = config.platform
     metrics = Metrics()
     census = SandboxCensus(metrics.registry)
     census.seed(record.info() for record in manager.records())
@@ -139,8 +163,3 @@ async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
                 yield RunningPlatform(proxy, api, admin, domain, settings.api_key, manager, metrics)
     finally:
         unsubscribe()
-        await manager.close(kill_all=not settings.keep_sandboxes)
-        if settings.keep_sandboxes:
-            runtime.detach()
-        else:
-            await runtime.close()
