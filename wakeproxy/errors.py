@@ -80,6 +80,11 @@ class RouteError(ProxyError):
     reason = "bad_request"
 
 
+class HeadTooLarge(RouteError):
+    status = 431
+    reason = "head_too_large"
+
+
 class UnknownHost(RouteError):
     status = 404
     reason = "unknown_host"

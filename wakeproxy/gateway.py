@@ -7,7 +7,6 @@ library serves the client.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 from wakeproxy.backends.base import SandboxInfo
@@ -23,21 +22,17 @@ def check_traffic_token(info: SandboxInfo, port: int, headers: Mapping[str, str]
 
 
 class InFlight:
-    """HTTP requests being forwarded, per sandbox, and the tasks forwarding them.
+    """HTTP requests being forwarded, per sandbox.
 
     The platform asks `busy` before a timeout pauses a sandbox, so it is not frozen in the
-    middle of an answer; shutdown cuts the tasks that outlive the grace period.
+    middle of an answer.
     """
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
-        self.tasks: set[asyncio.Task[object]] = set()
 
     def begin(self, sandbox_id: str) -> None:
         self._counts[sandbox_id] = self._counts.get(sandbox_id, 0) + 1
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
 
     def end(self, sandbox_id: str) -> None:
         left = self._counts[sandbox_id] - 1
@@ -45,9 +40,6 @@ class InFlight:
             self._counts[sandbox_id] = left
         else:
             del self._counts[sandbox_id]
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.discard(task)
 
     def busy(self, sandbox_id: str) -> bool:
         return sandbox_id in self._counts
@@ -59,6 +51,16 @@ class Gateway:
         self.in_flight = InFlight()
         self._no_wake = tuple(no_wake)
 
+    def admit(
+        self, target: Target, method: str, path: str, headers: Mapping[str, str]
+    ) -> Acquired | None:
+        """The hot path, awaiting nothing: where a request for a running sandbox in the
+        cache goes, or None when it must take the long way (`resolve`)."""
+        acquired = self.coordinator.cached(target.sandbox_id, target.port)
+        if acquired is not None:
+            self._admitted(acquired, target, method, path, headers)
+        return acquired
+
     async def resolve(
         self,
         target: Target,
@@ -69,9 +71,6 @@ class Gateway:
         navigation: bool = False,
     ) -> Acquired:
         """Where the request goes, holding it while its sandbox wakes."""
-        # Requests matching a no-wake rule are neither wake triggers nor activity, so a
-        # scraper cannot keep a sandbox awake; with no rules this costs one truth test.
-        quiet = bool(self._no_wake) and first_match(self._no_wake, method, path, headers)
         coordinator = self.coordinator
         acquired = coordinator.cached(target.sandbox_id, target.port)
         if acquired is None:
@@ -79,13 +78,38 @@ class Gateway:
                 target.sandbox_id,
                 target.port,
                 navigation=navigation,
-                wake_allowed=not quiet,
+                wake_allowed=not self._quiet(method, path, headers),
                 token=headers.get(TOKEN_HEADER),
             )
-        check_traffic_token(acquired.info, target.port, headers)
-        if not quiet:
-            coordinator.record_activity(target.sandbox_id)
+        self._admitted(acquired, target, method, path, headers)
         return acquired
+
+    def _quiet(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
+        # Requests matching a no-wake rule are neither wake triggers nor activity, so a
+        # scraper cannot keep a sandbox awake; with no rules this costs one truth test.
+        return bool(self._no_wake) and (
+            first_match(self._no_wake, method, path, headers) is not None
+        )
+
+    def _admitted(
+        self,
+        acquired: Acquired,
+        target: Target,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        check_traffic_token(acquired.info, target.port, headers)
+        if not self._quiet(method, path, headers):
+            self.coordinator.record_activity(target.sandbox_id)
+
+    def running_now(self, target: Target) -> bool:
+        """Before relaying a WebSocket message: True (and the activity noted) when the
+        sandbox is running as far as the cache knows; else `ensure_running` must wake it."""
+        if self.coordinator.cached(target.sandbox_id, target.port) is None:
+            return False
+        self.coordinator.record_activity(target.sandbox_id)
+        return True
 
     async def ensure_running(self, target: Target) -> None:
         """Before relaying a WebSocket message: wake the sandbox if it was paused meanwhile."""

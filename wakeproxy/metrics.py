@@ -169,7 +169,7 @@ class Metrics:
             registry=registry,
         )
 
-    # -- requests (`proxy.front.RequestRecorder`) ------------------------------------------
+    # -- requests (`proxy.exchange.Recorder`) ------------------------------------------
 
     def request_finished(self, kind: str, code: int, seconds: float) -> None:
         """A request was answered (`kind`: "http" or "websocket") after `seconds`."""
@@ -186,7 +186,7 @@ class Metrics:
     def rejected(self, reason: str) -> None:
         self._child(self._rejected, reason).inc()
 
-    # -- upstreams (`proxy.http_relay.UpstreamRecorder`) ------------------------------------
+    # -- upstreams (`proxy.exchange.Recorder`) ------------------------------------
 
     def upstream_error(self, reason: str) -> None:
         self._child(self._upstream_errors, reason).inc()

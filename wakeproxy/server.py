@@ -1,7 +1,7 @@
-"""Runs one proxy process: owns its listener, upstream client and shutdown order.
+"""Runs one proxy process: owns its listener, upstream pool and shutdown order.
 
 Shutdown order (SIGTERM/SIGINT): stop accepting, end WebSocket sessions with 1001,
-let in-flight requests finish within the grace period, then close upstream pools.
+let in-flight requests finish within the grace period, then close the upstream pool.
 """
 
 from __future__ import annotations
@@ -15,27 +15,24 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from wakeproxy.accesslog import AccessLog
 from wakeproxy.backends.base import Backend, watch_backend
-from wakeproxy.config import Config, ProxyConfig
+from wakeproxy.config import Config
 from wakeproxy.errors import ListenError
 from wakeproxy.gateway import Gateway
 from wakeproxy.metrics import Metrics
-from wakeproxy.proxy.connector import UpstreamConnector
-from wakeproxy.proxy.front import ProxyFront
+from wakeproxy.proxy.connection import Listener
+from wakeproxy.proxy.exchange import Services
 from wakeproxy.proxy.headers import ForwardedRules
-from wakeproxy.proxy.http_relay import HttpRelay
-from wakeproxy.proxy.ws_relay import WebSocketRelay
+from wakeproxy.proxy.upstream_pool import UpstreamPool
 from wakeproxy.routing import Router
 from wakeproxy.state.factory import shared_state
 from wakeproxy.state.shared import StateStore
 from wakeproxy.wake import WakeCoordinator, connect_probe
 
 log = logging.getLogger("wakeproxy")
-_READ_BUFSIZE = 64 * 1024
 # Clients come in bursts (a page's many requests, every client of a sandbox retrying at
 # once as it wakes): a short accept queue would drop their connects. The kernel caps this
 # at net.core.somaxconn.
@@ -64,28 +61,6 @@ class Listening:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-def _upstream_session(config: ProxyConfig, *, pooled: bool = True) -> aiohttp.ClientSession:
-    """`pooled`: plain HTTP, with kept-alive connections bounded per upstream. WebSocket
-    sessions get their own unbounded session: each holds its connection for its whole life,
-    so sharing the bounded pool would let 256 open sessions block every new request."""
-    connector = UpstreamConnector(
-        limit=0,
-        limit_per_host=config.upstream_connections if pooled else 0,
-        keepalive_timeout=30.0,
-        force_close=False,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        # sock_read bounds silence from the upstream (before the head or between body
-        # chunks), like nginx's proxy_read_timeout; no total limit for long streams.
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=config.connect_timeout, sock_read=config.response_timeout
-        ),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
 
 
 def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -144,73 +119,42 @@ async def _serving(
     settings = config.proxy
     metrics = metrics or Metrics()
     rules = ForwardedRules(settings.trusted_proxies)
-    open_relays: set[asyncio.Task[object]] = set()
     coordinator = WakeCoordinator(backend, connect_probe, config.wake, recorder=metrics)
     watch_backend(backend, coordinator)
     access = AccessLog(config.log.format) if config.log.access else None
     gateway = Gateway(coordinator, config.wake.no_wake)
-    async with (
-        _upstream_session(settings) as session,
-        _upstream_session(settings, pooled=False) as websocket_session,
-        coordinator,
-    ):
-        front = ProxyFront(
-            Router(settings.domains, settings.sandbox_id_pattern),
-            gateway,
-            HttpRelay(session, rules, metrics),
-            WebSocketRelay(
-                websocket_session, rules, open_relays, settings.websocket_max_message, metrics
-            ),
-            metrics,
-            access,
-        )
-        server = web.Server(
-            front.handle,
-            handler_cancellation=True,
-            keepalive_timeout=settings.idle_timeout,
-            access_log=None,
-            # Bodies pass through as sent: Content-Encoding is the endpoints' business.
-            auto_decompress=False,
-            # A held upload is read no further than this until it is forwarded; the rest
-            # waits in the client's socket buffers (TCP back-pressure), not in our memory.
-            read_bufsize=_READ_BUFSIZE,
-        )
-        runner = web.ServerRunner(server, shutdown_timeout=settings.shutdown_grace)
-        await runner.setup()
+    loop = asyncio.get_running_loop()
+    pool = UpstreamPool(settings.upstream_connections, settings.connect_timeout)
+    services = Services(
+        Router(settings.domains, settings.sandbox_id_pattern),
+        gateway,
+        pool,
+        rules,
+        metrics,
+        access,
+        settings.response_timeout,
+        settings.idle_timeout,
+        settings.websocket_max_message,
+    )
+    async with coordinator:
+        listener = Listener(services)
         host, port = split_listen(settings.listen)
         sock = _listening_socket(host, port, reuse_port)
-        site = web.SockSite(runner, sock, backlog=_BACKLOG)
-        await site.start()
+        server = await loop.create_server(listener, sock=sock, backlog=_BACKLOG)
         bound = sock.getsockname()
         try:
             yield Listening(
                 bound[0], bound[1], coordinator=coordinator, metrics=metrics, gateway=gateway
             )
         finally:
-            await _shut_down(runner, site, open_relays, gateway.in_flight.tasks, settings)
+            # Stop accepting; then WebSocket sessions end with 1001, in-flight requests
+            # get the grace period, and a stream still open after it (an SSE feed, a
+            # command's output) is cut, so shutdown never takes longer than that.
+            server.close()
+            await listener.drain(settings.shutdown_grace)
+            pool.close()
             if access is not None:
                 access.flush()
-
-
-async def _shut_down(
-    runner: web.BaseRunner,
-    site: web.BaseSite,
-    open_relays: set[asyncio.Task[object]],
-    forwarding: set[asyncio.Task[object]],
-    settings: ProxyConfig,
-) -> None:
-    await site.stop()
-    for task in list(open_relays):
-        task.cancel()
-    if open_relays:
-        await asyncio.wait(list(open_relays), timeout=5.0)
-    if forwarding:
-        # In-flight requests get the grace period; a stream still open after it (an SSE
-        # feed, a command's output) is cut, so shutdown never takes longer than that.
-        await asyncio.wait(list(forwarding), timeout=settings.shutdown_grace)
-        for task in list(forwarding):
-            task.cancel()
-    await runner.cleanup()
 
 
 async def serve_until_signalled(

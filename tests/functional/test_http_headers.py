@@ -247,12 +247,7 @@ async def test_client_headers_arrive_in_order_as_spelled_and_none_is_added_to_a_
     "target",
     [
         "/headers?a=1&a=2",
-        pytest.param(
-            "/headers?",
-            marks=pytest.mark.xfail(
-                strict=True, reason="aiohttp's client drops an empty query (yarl raw_path_qs)"
-            ),
-        ),
+        "/headers?",
         "//double//slashes",
         "/a/../headers/./x",
         "/%7Euser/%2F%2f%20%25?q=%zz&x=a+b&&flag",

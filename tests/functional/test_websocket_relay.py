@@ -71,7 +71,9 @@ async def test_client_close_code_reaches_the_upstream(proxy: Listening, upstream
         await ws.close(code=4002, message=b"bye")
         await upstream.wait_until(lambda: bool(upstream.ws_close_codes))
     assert upstream.ws_close_codes == [4002]
-    assert ws.close_code == 4002
+    # The client gets the upstream's own answer to its close, unchanged: aiohttp's server
+    # answers every close with 1000, as it would over a direct connection.
+    assert ws.close_code == 1000
 
 
 async def test_upstream_close_code_reaches_the_client(proxy: Listening, upstream: Upstream) -> None:
@@ -179,3 +181,45 @@ async def test_open_sessions_never_use_up_the_http_pool(
             assert response.status == 200
         for ws in sessions:
             await ws.close()
+
+
+async def test_large_messages_cross_the_tunnel_intact(proxy: Listening, upstream: Upstream) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB: many reads, 64-bit frame lengths
+    async with (
+        aiohttp.ClientSession() as client,
+        client.ws_connect(ws_url(proxy), headers={"Host": host_for(upstream.port)}) as ws,
+    ):
+        for payload in (big, b"small", big[:70_000]):
+            await ws.send_bytes(payload)
+            assert await ws.receive_bytes() == payload
+
+
+async def test_compression_is_negotiated_by_the_endpoints_and_passes_through(
+    proxy: Listening, upstream: Upstream
+) -> None:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.ws_connect(
+            ws_url(proxy), headers={"Host": host_for(upstream.port)}, compress=15
+        ) as ws,
+    ):
+        assert ws.compress == 15  # the upstream accepted permessage-deflate through the proxy
+        await ws.send_str("squeeze me " * 1000)
+        assert await ws.receive_str() == "squeeze me " * 1000
+
+
+async def test_a_message_over_the_limit_ends_the_session_with_1009(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    async with (
+        start_proxy(websocket_max_message=1000) as proxy,
+        aiohttp.ClientSession() as client,
+        client.ws_connect(ws_url(proxy), headers={"Host": host_for(upstream.port)}) as ws,
+    ):
+        await ws.send_bytes(b"x" * 1000)
+        assert await ws.receive_bytes() == b"x" * 1000
+        await ws.send_bytes(b"x" * 1001)
+        message = await ws.receive()
+        assert message.type is WSMsgType.CLOSE
+        assert message.data == 1009
+        await upstream.wait_until(lambda: upstream.ws_close_codes == [1009])

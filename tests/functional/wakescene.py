@@ -138,7 +138,9 @@ async def wake_scene(
 
     async def port_comes_back(sandbox_id: str) -> None:
         async with listening:
-            await upstream.accept_connections()
+            # Shielded: a proxy shutting down cancels the resume, and a listener cut off
+            # halfway through its start would leak its socket.
+            await asyncio.shield(upstream.accept_connections())
 
     backend.on_resume = port_comes_back
     if state is not SandboxState.RUNNING:

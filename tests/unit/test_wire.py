@@ -1,0 +1,113 @@
+"""HTTP/1.1 bytes and framing: the relay's pure helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from wakeproxy.proxy.wire import (
+    Framing,
+    FramingError,
+    chunk,
+    decoded_path,
+    origin_form,
+    request_framing,
+    request_head,
+    response_framing,
+    response_head,
+    whole_response,
+)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/", "/"),
+        ("//double/%2F?a=1&a=2", "//double/%2F?a=1&a=2"),
+        ("http://3000-abc.localhost:8080/p/../q?x=%20", "/p/../q?x=%20"),
+        ("http://3000-abc.localhost", "/"),
+        ("http://3000-abc.localhost?x=1", "/?x=1"),
+        ("HTTP://h//x", "//x"),
+    ],
+)
+def test_origin_form_keeps_path_and_query_byte_for_byte(target: str, expected: str) -> None:
+    assert origin_form(target) == expected
+
+
+# --- framing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("Host", "h")], Framing.NONE),
+        ([("content-length", "3")], Framing.LENGTH),
+        ([("Transfer-Encoding", "chunked")], Framing.CHUNKED),
+        ([("Transfer-Encoding", "gzip, Chunked")], Framing.CHUNKED),
+    ],
+)
+def test_request_framing_follows_the_headers(
+    headers: list[tuple[str, str]], expected: Framing
+) -> None:
+    assert request_framing(headers) is expected
+
+
+@pytest.mark.parametrize("coding", ["gzip", "chunked, identity", "chunked,gzip"])
+def test_a_final_coding_other_than_chunked_is_refused(coding: str) -> None:
+    with pytest.raises(FramingError, match="chunked"):
+        request_framing([("Transfer-Encoding", coding)])
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "head", "http11", "expected"),
+    [
+        (200, [("Content-Length", "5")], False, True, Framing.LENGTH),
+        (200, [("Content-Length", "5")], True, True, Framing.NONE),
+        (204, [], False, True, Framing.NONE),
+        (304, [("Content-Length", "5")], False, True, Framing.NONE),
+        (200, [("Transfer-Encoding", "chunked")], False, True, Framing.CHUNKED),
+        (200, [], False, True, Framing.CHUNKED),
+        (200, [("Transfer-Encoding", "chunked")], False, False, Framing.CLOSE),
+        (200, [], False, False, Framing.CLOSE),
+    ],
+)
+def test_response_framing_keeps_a_length_and_rechunks_the_rest(
+    status: int,
+    headers: list[tuple[str, str]],
+    head: bool,
+    http11: bool,
+    expected: Framing,
+) -> None:
+    framing = response_framing(status, headers, head_request=head, client_http11=http11)
+    assert framing is expected
+
+
+def test_heads_carry_the_framing_and_the_connection_decision() -> None:
+    request = request_head("POST", "/u?x", [("Host", "h")], Framing.CHUNKED)
+    assert request == b"POST /u?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    response = response_head("1.0", 200, "", [("A", "b")], Framing.LENGTH, True)
+    assert response == b"HTTP/1.0 200 OK\r\nA: b\r\nConnection: keep-alive\r\n\r\n"
+    closing = response_head("1.1", 502, "Nope", [], Framing.CHUNKED, False)
+    assert (
+        closing == b"HTTP/1.1 502 Nope\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+
+
+def test_a_proxy_made_answer_to_head_has_the_length_but_no_body() -> None:
+    full = whole_response("1.1", 404, [("Content-Type", "text/plain")], b"gone\n", True)
+    head_only = whole_response(
+        "1.1", 404, [("Content-Type", "text/plain")], b"gone\n", True, head_only=True
+    )
+    assert full == head_only + b"gone\n"
+    assert b"Content-Length: 5\r\n" in head_only
+
+
+def test_chunks_are_hex_sized() -> None:
+    assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("origin", "path"),
+    [("/a%20b?c=%20", "/a b"), ("/plain?q", "/plain"), ("/x#frag", "/x"), ("/", "/")],
+)
+def test_decoded_path_is_what_rules_and_logs_see(origin: str, path: str) -> None:
+    assert decoded_path(origin) == path

@@ -1,0 +1,608 @@
+"""One client request, from its parsed head to the last byte of its answer.
+
+Every request ends in exactly one of: a relayed upstream response, a proxy-made error
+(JSON for API clients, a page for browsers) or, for a browser navigation whose sandbox
+is still waking, the waiting page. However it ends (a client that leaves counts as
+499, as in nginx), it is counted once and written to the access log.
+
+The hot path is synchronous: a running sandbox in the cache and an idle kept-alive
+connection to its port mean the request head is rewritten and written upstream inside
+the callback that parsed it, with no task and no await. Anything else (a wake to wait
+for, a connection to open) runs in one task per request; a held request costs that
+task and this object, and its body stays in the client's socket (reading pauses past
+`_BUFFER_LIMIT`), so memory does not grow with uploads.
+
+Bodies stream both ways with back-pressure, re-framed by the proxy on each hop
+(`wire`), never buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from multidict import CIMultiDict
+
+from wakeproxy.accesslog import AccessLog
+from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamTimeout
+from wakeproxy.gateway import Gateway
+from wakeproxy.proxy.headers import ForwardedRules, downstream_response_headers, wait_headers
+from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
+from wakeproxy.proxy.responses import render_error, wants_html
+from wakeproxy.proxy.upstream_pool import Link, UpstreamPool
+from wakeproxy.proxy.wire import (
+    CONTINUE,
+    LAST_CHUNK,
+    Framing,
+    chunk,
+    decoded_path,
+    origin_form,
+    request_head,
+    response_framing,
+    response_head,
+    whole_response,
+)
+from wakeproxy.routing import Router, Target
+from wakeproxy.wake import Acquired, StillWaking
+
+if TYPE_CHECKING:
+    from wakeproxy.proxy.connection import ClientConnection
+
+log = logging.getLogger("wakeproxy")
+
+CLIENT_GONE = 499
+"""The status recorded for a request whose client left before it was answered."""
+
+_UPGRADE = (("Connection", "Upgrade"), ("Upgrade", "websocket"))
+
+_BUFFER_LIMIT = 64 * 1024
+"""Request body bytes read ahead of a connection to the upstream; past this the client's
+socket holds the rest (TCP back-pressure)."""
+
+
+class Recorder(Protocol):
+    """What the relay reports; `wakeproxy.metrics.Metrics` implements it."""
+
+    def request_finished(self, kind: str, code: int, seconds: float) -> None:
+        """`kind`: "http" or "websocket"; `code`: the status answered (499: client left)."""
+
+    def rejected(self, reason: str) -> None:
+        """The proxy answered a request itself (the error's `reason`) instead of forwarding it."""
+
+    def upstream_error(self, reason: str) -> None:
+        """Talking to a sandbox's port failed: "refused", "timeout", "closed" (before the
+        response head), "aborted" (after it) or "upgrade_refused" (WebSocket)."""
+
+    def websocket_opened(self) -> None: ...
+
+    def websocket_closed(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Services:
+    """What every exchange of one proxy process shares."""
+
+    router: Router
+    gateway: Gateway
+    pool: UpstreamPool
+    rules: ForwardedRules
+    recorder: Recorder
+    access: AccessLog | None
+    response_timeout: float
+    idle_timeout: float
+    websocket_max_message: int
+
+
+def port_not_open(sandbox_id: str, port: int) -> PortNotOpen:
+    return PortNotOpen(
+        f"The sandbox is running but port is not open: nothing accepts connections "
+        f"on port {port} of sandbox {sandbox_id}",
+        sandbox_id=sandbox_id,
+    )
+
+
+class Exchange:
+    __slots__ = (
+        "_acquired",
+        "_body",
+        "_buffered",
+        "_conn",
+        "_extra",
+        "_finished",
+        "_head_sent",
+        "_held_for",
+        "_in_flight",
+        "_link",
+        "_out",
+        "_pending",
+        "_released",
+        "_retried",
+        "_services",
+        "_started",
+        "_status",
+        "_target",
+        "_task",
+        "_timer",
+        "_triggered",
+        "body_bytes",
+        "body_done",
+        "framing",
+        "headers",
+        "keep_alive",
+        "method",
+        "origin",
+        "path",
+        "version",
+        "websocket",
+    )
+
+    def __init__(
+        self,
+        conn: ClientConnection,
+        services: Services,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        framing: Framing,
+        *,
+        websocket: bool = False,
+    ) -> None:
+        self._conn = conn
+        self._services = services
+        self._started = time.perf_counter()
+        self.method = method
+        self.origin = origin_form(target)
+        self.path = decoded_path(self.origin)
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.websocket = websocket  # a handshake: answered by a tunnel, or refused
+        self.body_done = framing is Framing.NONE
+        self.body_bytes = 0
+        self._body: list[bytes] | None = []  # read ahead of a link; None once one took it
+        self._buffered = 0
+        self._target: Target | None = None
+        self._acquired: Acquired | None = None
+        self._link: Link | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._extra: list[tuple[str, str]] | None = None
+        self._held_for = 0.0
+        self._triggered = False
+        self._in_flight = False
+        self._retried = False
+        self._status = 0
+        self._out = Framing.NONE
+        self._pending: list[bytes] = []  # response bytes to write at the end of a read
+        self._head_sent = False
+        self._finished = False
+        self._released = False
+
+    # -- from the client connection ---------------------------------------------------
+
+    def start(self) -> None:
+        """Route and admit the request; forward it at once when nothing needs awaiting."""
+        services = self._services
+        headers = CIMultiDict(self.headers)
+        try:
+            target = services.router.route(headers.get("Host"), headers)
+            self._target = target
+            if self.path == WAIT_PATH:
+                self._spawn(self._wait(target))
+                return
+            acquired = services.gateway.admit(target, self.method, self.path, headers)
+        except ProxyError as error:
+            self._reject(error)
+            return
+        if acquired is not None and self.framing is Framing.NONE and not self.websocket:
+            # A request with a body is not sent again if a kept-alive connection turns
+            # out closed under it, so it takes one a loop turn later (in `_slow`), once
+            # the event loop has seen any close that arrived together with the request.
+            link = services.pool.take(acquired.upstream)
+            if link is not None:
+                self._attach(acquired, link)
+                return
+        self._spawn(self._slow(target, headers, acquired))
+
+    def feed_body(self, data: bytes) -> None:
+        link = self._link
+        if link is not None:
+            link.write(chunk(data) if self.framing is Framing.CHUNKED else data)
+        elif self._body is not None:
+            self._body.append(data)
+            self._buffered += len(data)
+            if self._buffered > _BUFFER_LIMIT:
+                self._conn.pause_reading_for_body()
+        # else: the request was answered without forwarding; the rest of its body is
+        # read and dropped so the connection can carry the next request.
+
+    def body_complete(self) -> None:
+        self.body_done = True
+        link = self._link
+        if link is not None and self.framing is Framing.CHUNKED:
+            link.write(LAST_CHUNK)
+        if self._finished:
+            self._release()
+
+    def client_congested(self, congested: bool) -> None:
+        link = self._link
+        if link is not None and link.transport is not None:
+            if congested:
+                link.transport.pause_reading()
+            else:
+                link.transport.resume_reading()
+
+    @property
+    def finished(self) -> bool:
+        """Answered (perhaps still reading the rest of a request body it will drop)."""
+        return self._finished
+
+    def client_gone(self) -> None:
+        if self._finished:
+            return
+        if self._task is not None:
+            self._task.cancel()
+        link = self._link
+        if link is not None:
+            self._link = None
+            link.close()
+        self.keep_alive = False
+        self._finish(self._status if self._head_sent else CLIENT_GONE)
+
+    # -- getting a link to the upstream ------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(work)
+
+    async def _slow(
+        self, target: Target, headers: Mapping[str, str], acquired: Acquired | None
+    ) -> None:
+        services = self._services
+        try:
+            for last in (False, True):
+                if acquired is None:
+                    acquired = await services.gateway.resolve(
+                        target, self.method, self.path, headers, navigation=wants_html(headers)
+                    )
+                link = (
+                    None if self.websocket else services.pool.take(acquired.upstream)
+                ) or await self._open(acquired, target, last)
+                if link is not None:
+                    self._attach(acquired, link)
+                    return
+                # Nothing accepted the connection, so nothing was sent: the sandbox may
+                # have been paused under us, and the wake path brings it back.
+                services.gateway.coordinator.invalidate(target.sandbox_id)
+                acquired = None
+        except StillWaking as waking:
+            self._waiting(waking)
+        except ProxyError as error:
+            self._reject(error, upstream=self._in_flight)
+        except Exception:
+            log.exception("request failed", extra={"event": "internal_error"})
+            self._answer(500, [("Content-Type", "text/plain")], b"internal proxy error\n")
+
+    async def _open(self, acquired: Acquired, target: Target, last: bool) -> Link | None:
+        """A new link to the upstream; None when refused and worth one more try."""
+        self._note_held(acquired)
+        self._begin_in_flight(target)
+        recorder = self._services.recorder
+        pool = self._services.pool
+        try:
+            if self.websocket:
+                return await pool.open_unpooled(acquired.upstream)
+            return await pool.open(acquired.upstream)
+        except TimeoutError as exc:
+            recorder.upstream_error("timeout")
+            raise UpstreamTimeout(
+                f"Port {target.port} of sandbox {target.sandbox_id} did not accept "
+                f"a connection in time",
+                sandbox_id=target.sandbox_id,
+            ) from exc
+        except OSError as exc:
+            recorder.upstream_error("refused")
+            if last:
+                raise port_not_open(target.sandbox_id, target.port) from exc
+            return None
+
+    def _note_held(self, acquired: Acquired) -> None:
+        if acquired.held_for and acquired is not self._acquired:
+            self._held_for += acquired.held_for
+            self._triggered = self._triggered or acquired.triggered_wake
+            self._extra = wait_headers(self._held_for)
+        self._acquired = acquired
+
+    def _begin_in_flight(self, target: Target) -> None:
+        # An open WebSocket session does not keep its sandbox from pausing: it is woken
+        # again by the session's next message.
+        if not self._in_flight and not self.websocket:
+            self._in_flight = True
+            self._services.gateway.in_flight.begin(target.sandbox_id)
+
+    # -- forwarding --------------------------------------------------------------------
+
+    def _attach(self, acquired: Acquired, link: Link) -> None:
+        target = self._target
+        assert target is not None
+        self._note_held(acquired)
+        self._begin_in_flight(target)
+        services = self._services
+        conn = self._conn
+        self._link = link
+        link.sink = self
+        link.head_request = self.method == "HEAD"
+        link.last_read = services.pool.loop.time()
+        headers = services.rules.upstream_request_headers(
+            self.headers, conn.peer_ip, "http", _host(self.headers, conn)
+        )
+        if self.websocket:
+            link.upgrading = True
+            headers.extend(_UPGRADE)
+        out = [request_head(self.method, self.origin, headers, self.framing)]
+        body = self._body
+        self._body = None
+        if not self.body_done and _expects_continue(self.headers, self.version):
+            conn.write(CONTINUE)
+        if body and self.framing is Framing.CHUNKED:
+            out.extend(chunk(piece) for piece in body)
+        elif body:
+            out.extend(body)
+        if self.body_done and self.framing is Framing.CHUNKED:
+            out.append(LAST_CHUNK)
+        link.write(b"".join(out))
+        if self._buffered > _BUFFER_LIMIT:
+            conn.resume_reading_for_body()
+        self._timer = services.pool.loop.call_later(services.response_timeout, self._check_silence)
+
+    def _check_silence(self) -> None:
+        """The upstream has said nothing for `response_timeout`: like nginx's
+        proxy_read_timeout, a limit on silence, not on how long a stream may last."""
+        link = self._link
+        if link is None:
+            return
+        loop = self._services.pool.loop
+        remaining = link.last_read + self._services.response_timeout - loop.time()
+        if remaining > 0:
+            self._timer = loop.call_later(remaining, self._check_silence)
+            return
+        self._timer = None
+        self._link = None
+        link.close()
+        self._services.recorder.upstream_error("timeout")
+        if self._head_sent:
+            self._cut()
+            return
+        target = self._target
+        assert target is not None
+        self._reject(
+            UpstreamTimeout(
+                f"Port {target.port} of sandbox {target.sandbox_id} did not answer in time",
+                sandbox_id=target.sandbox_id,
+            ),
+            upstream=True,
+        )
+
+    # -- from the link (ResponseSink) --------------------------------------------------
+
+    def response_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        self._status = status
+        if self.websocket:
+            if status == 101:
+                pairs = [*downstream_response_headers(headers), *_UPGRADE, *(self._extra or ())]
+                self._head_sent = True
+                self._pending.append(
+                    response_head(self.version, 101, reason, pairs, Framing.NONE, True)
+                )
+                return
+            self._services.recorder.upstream_error("upgrade_refused")
+        out = response_framing(
+            status, headers, head_request=self.method == "HEAD", client_http11=self.version != "1.0"
+        )
+        self._out = out
+        pairs = downstream_response_headers(headers)
+        if self._extra is not None:
+            pairs.extend(self._extra)
+        if out is Framing.CLOSE:
+            self.keep_alive = False
+        self._head_sent = True
+        self._pending.append(
+            response_head(self.version, status, reason, pairs, out, self.keep_alive)
+        )
+
+    def response_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        self._pending.append(chunk(data) if self._out is Framing.CHUNKED else data)
+
+    def flush(self) -> None:
+        """Write what the upstream's last read produced, as one write: a small response's
+        head and body leave in one packet, not two."""
+        pending = self._pending
+        if pending:
+            self._conn.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            pending.clear()
+
+    def response_end(self, reusable: bool) -> None:
+        link = self._link
+        self._link = None
+        if self._out is Framing.CHUNKED:
+            self._pending.append(LAST_CHUNK)
+        self.flush()
+        if link is not None:
+            if reusable and self.body_done and not self.websocket:
+                self._services.pool.release(link)
+            else:
+                link.close()
+        self._finish(self._status)
+
+    def upstream_failed(self, error: str) -> None:
+        link = self._link
+        self._link = None
+        if self._head_sent:
+            self._services.recorder.upstream_error("aborted")
+            self._cut()
+            return
+        acquired = self._acquired
+        target = self._target
+        assert acquired is not None
+        assert target is not None
+        if link is not None and link.reused and self.framing is Framing.NONE and not self._retried:
+            # A kept-alive connection the upstream closed just as this request went out:
+            # nothing of it was answered and it had no body, so it is sent again, once,
+            # on a new connection.
+            self._retried = True
+            self._spawn(self._slow(target, CIMultiDict(self.headers), acquired))
+            return
+        self._services.recorder.upstream_error("closed")
+        what = "did not answer with HTTP" if error == "protocol" else "closed the connection"
+        self._reject(
+            ProxyError(
+                f"Port {target.port} of sandbox {target.sandbox_id} {what} before answering",
+                sandbox_id=target.sandbox_id,
+            ),
+            upstream=True,
+        )
+
+    def upgraded(self, rest: bytes) -> None:
+        link = self._link
+        target = self._target
+        assert link is not None
+        assert target is not None
+        self._link = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        gateway = self._services.gateway
+        self._conn.hand_to_tunnel(
+            link,
+            rest,
+            gate=lambda: gateway.running_now(target),
+            wake=lambda: gateway.ensure_running(target),
+            on_end=lambda: self._finish(101),
+        )
+
+    def upstream_congested(self, congested: bool) -> None:
+        if congested:
+            self._conn.pause_reading_for_upstream()
+        else:
+            self._conn.resume_reading_for_upstream()
+
+    # -- answers the proxy makes itself ------------------------------------------------
+
+    async def _wait(self, target: Target) -> None:
+        """The waiting page's long-poll: answers 200 once the sandbox serves the port."""
+        try:
+            await self._services.gateway.coordinator.acquire(target.sandbox_id, target.port)
+        except ProxyError as error:
+            self._reject(error)
+            return
+        self._answer(
+            200,
+            [("Cache-Control", "no-store"), ("Content-Type", "application/json")],
+            b'{"ready": true, "sandboxId": "%s"}' % target.sandbox_id.encode(),
+        )
+
+    def _waiting(self, waking: StillWaking) -> None:
+        self._held_for += waking.held_for
+        self._services.recorder.rejected(waking.reason)
+        retry = max(1, math.ceil(waking.retry_after or 1))
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Retry-After", str(retry)),
+            ("Cache-Control", "no-store"),
+        ]
+        if waking.held_for:
+            headers.extend(wait_headers(waking.held_for))
+        self._answer(503, headers, waiting_page(waking.sandbox_id or "", retry))
+
+    def _reject(self, error: ProxyError, *, upstream: bool = False) -> None:
+        """Answer with `error`; `upstream`: the relay's own failure, counted as such."""
+        self._held_for += error.held_for
+        if not upstream:
+            self._services.recorder.rejected(error.reason)
+        rendered = render_error(error, html=wants_html(CIMultiDict(self.headers)))
+        headers = list(rendered.headers)
+        if self._held_for:
+            headers.extend(wait_headers(self._held_for))
+        self._answer(rendered.status, headers, rendered.body)
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._finished:
+            return
+        self._body = None  # whatever is still to come of the request body is dropped
+        head_only = self.method == "HEAD"
+        if not head_only:
+            self.body_bytes = len(body)
+        body_out = whole_response(
+            self.version, status, headers, body, self.keep_alive, head_only=head_only
+        )
+        self._conn.write(body_out)
+        self._finish(status)
+
+    def _cut(self) -> None:
+        """The head is out, so the status can no longer say what went wrong: cut the
+        connection so the client sees a truncated response, not a short "complete" one."""
+        self.keep_alive = False
+        self.flush()
+        self._conn.abort()
+        self._finish(self._status)
+
+    # -- the end ----------------------------------------------------------------------
+
+    def _finish(self, status: int) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        services = self._services
+        target = self._target
+        if self._in_flight and target is not None:
+            services.gateway.in_flight.end(target.sandbox_id)
+        seconds = time.perf_counter() - self._started
+        services.recorder.request_finished(
+            "websocket" if self.websocket else "http", status, seconds
+        )
+        if services.access is not None:
+            services.access.record(
+                self.method,
+                self.path,
+                status,
+                self.body_bytes,
+                seconds,
+                None if target is None else target.sandbox_id,
+                None if target is None else target.port,
+                self._held_for,
+                self._triggered,
+                self.websocket,
+            )
+        if self.body_done or not self.keep_alive:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._conn.exchange_done(self)
+
+
+def _expects_continue(headers: list[tuple[str, str]], version: str) -> bool:
+    if version == "1.0":
+        return False
+    return any(
+        name.lower() == "expect" and value.lower() == "100-continue" for name, value in headers
+    )
+
+
+def _host(headers: list[tuple[str, str]], conn: ClientConnection) -> str:
+    for name, value in headers:
+        if len(name) == 4 and name.lower() == "host":
+            return value
+    return conn.local_host

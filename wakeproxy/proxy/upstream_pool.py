@@ -1,0 +1,351 @@
+"""Kept-alive HTTP/1.1 connections to sandbox ports, bounded per upstream.
+
+A `Link` is one connection: it parses the upstream's responses with llhttp and hands
+what it reads to whoever is using it (a `ResponseSink`, one request at a time). The
+`UpstreamPool` keeps idle links per `Upstream`, opens new ones (dialling, or asking the
+upstream's `opener` for a socket already connected inside a sandbox's network), and bounds
+how many are open at once per upstream: past the bound a request waits for a link to come
+back, so a burst (every client of a sandbox that just woke) cannot flood one port.
+
+Taking an idle link is synchronous: the hot path awaits nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Protocol, cast
+
+import httptools
+
+from wakeproxy.backends.base import Upstream
+
+_SWEEP_EVERY = 5.0
+
+
+class ResponseSink(Protocol):
+    """What a link reports about the response to the request written on it."""
+
+    def response_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None: ...
+
+    def response_body(self, data: bytes) -> None: ...
+
+    def response_end(self, reusable: bool) -> None:
+        """The whole response arrived; `reusable`: the link may carry another request."""
+
+    def upstream_failed(self, error: str) -> None:
+        """The link broke or spoke something other than HTTP before the response ended:
+        "closed" or "protocol"."""
+
+    def upstream_congested(self, congested: bool) -> None:
+        """The upstream stopped (True) or resumed (False) reading what is written to it."""
+
+    def flush(self) -> None:
+        """The end of one read from the upstream: write out what it produced."""
+
+    def upgraded(self, rest: bytes) -> None:
+        """The upstream switched protocols (101); `rest` arrived behind its head. The
+        connection is the sink's from now on."""
+
+
+class Link(asyncio.Protocol):
+    """One connection to an upstream; carries one request at a time."""
+
+    __slots__ = (
+        "_headers",
+        "_parser",
+        "_pool",
+        "_reason",
+        "_status",
+        "_until_close",
+        "head_request",
+        "idle_since",
+        "last_read",
+        "open",
+        "reused",
+        "sink",
+        "transport",
+        "upgrading",
+        "upstream",
+    )
+
+    def __init__(self, pool: UpstreamPool, upstream: Upstream) -> None:
+        self._pool = pool
+        self.upstream = upstream
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.sink: ResponseSink | None = None
+        self.open = False
+        self.reused = False
+        self.head_request = False
+        self.upgrading = False  # the request asks for a WebSocket: a 101 is its answer
+        self.last_read = 0.0
+        self.idle_since = 0.0
+        self._status = 0
+        self._reason = ""
+        self._headers: list[tuple[str, str]] = []
+        self._until_close = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast("asyncio.Transport", transport)
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self._pool.loop.time()
+        if self.sink is None:
+            # Nothing is asked of an idle connection: whatever it says is not HTTP we
+            # expect, so it cannot carry another request.
+            self.close()
+            return
+        sink = self.sink
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if not self.upgrading or self.sink is not sink:
+                self._fail("protocol")
+                return
+            self.sink = None
+            sink.flush()
+            sink.upgraded(data[upgrade.args[0] :])
+            return
+        except httptools.HttpParserError:
+            self._fail("protocol")
+        sink.flush()
+
+    def eof_received(self) -> bool:
+        self.open = False  # at once: the close itself is reported a loop turn later
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self._pool.forget(self)
+        sink = self.sink
+        if sink is None:
+            return
+        self.sink = None
+        if self._until_close and self._status:
+            sink.response_end(False)  # a body delimited by the connection's end
+        else:
+            sink.upstream_failed("closed")
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_congested(True)
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_congested(False)
+
+    # -- llhttp callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._status = 0
+        self._until_close = False
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        sink = self.sink
+        if sink is None:
+            return
+        if status < 200:
+            if status == 101 and self.upgrading:
+                sink.response_head(status, self._reason, self._headers)
+            return  # else an interim response (103 Early Hints): the final one follows
+        self._status = status
+        self._until_close = _delimited_by_close(status, self._headers, self.head_request)
+        sink.response_head(status, self._reason, self._headers)
+        if self.head_request and self.sink is sink:
+            # llhttp cannot be told the request was HEAD and would wait for the body the
+            # headers describe; the response ends here, and so does this connection.
+            self.sink = None
+            self.close()
+            sink.response_end(False)
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.response_body(body)
+
+    def on_message_complete(self) -> None:
+        sink = self.sink
+        if not self._status or sink is None:
+            return
+        self.sink = None
+        self._status = 0
+        sink.response_end(self._parser.should_keep_alive())
+
+    # -- used by the pool and by sinks -------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+
+    def close(self) -> None:
+        """Drop the connection (never reused); the sink, if any, hears nothing more."""
+        self.sink = None
+        self.open = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, error: str) -> None:
+        sink = self.sink
+        self.close()
+        if sink is not None:
+            sink.upstream_failed(error)
+
+
+def _delimited_by_close(status: int, headers: list[tuple[str, str]], head_request: bool) -> bool:
+    if head_request or status in (204, 304):
+        return False
+    for name, _ in headers:
+        lowered = name.lower()
+        if lowered in ("content-length", "transfer-encoding"):
+            return False
+    return True
+
+
+class UpstreamPool:
+    """Idle links per upstream, at most `per_upstream` open at once for each."""
+
+    def __init__(
+        self,
+        per_upstream: int,
+        connect_timeout: float,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._limit = per_upstream
+        self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
+        self._idle: dict[Upstream, list[Link]] = {}
+        self._open: dict[Upstream, int] = {}
+        self._waiters: dict[Upstream, collections.deque[asyncio.Future[Link | None]]] = {}
+        self._links: set[Link] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def take(self, upstream: Upstream) -> Link | None:
+        """An idle link to `upstream`, or None (then `open` one)."""
+        idle = self._idle.get(upstream)
+        while idle:
+            link = idle.pop()
+            if link.open:
+                link.reused = True
+                return link
+        return None
+
+    async def open_unpooled(self, upstream: Upstream) -> Link:
+        """A new link for a WebSocket session: it holds its connection for its whole
+        life, so it neither counts against the bound nor ever comes back to the pool.
+        Raises `OSError` (refused) or `TimeoutError`."""
+        async with asyncio.timeout(self._connect_timeout):
+            return await self._connect(upstream)
+
+    async def open(self, upstream: Upstream) -> Link:
+        """A link to `upstream`: a new connection, or one that came back while waiting
+        for room under the bound. Raises `OSError` (refused) or `TimeoutError`."""
+        while self._open.get(upstream, 0) >= self._limit:
+            waiter: asyncio.Future[Link | None] = self.loop.create_future()
+            self._waiters.setdefault(upstream, collections.deque()).append(waiter)
+            link = await waiter
+            if link is not None:
+                link.reused = True
+                return link
+        self._open[upstream] = self._open.get(upstream, 0) + 1
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                link = await self._connect(upstream)
+        except BaseException:
+            self._count_closed(upstream)
+            raise
+        self._links.add(link)
+        return link
+
+    async def _connect(self, upstream: Upstream) -> Link:
+        loop = self.loop
+        if upstream.opener is not None:
+            sock = await upstream.opener()
+            sock.setblocking(False)
+            _, link = await loop.create_connection(lambda: Link(self, upstream), sock=sock)
+        elif upstream.unix_path is not None:
+            _, link = await loop.create_unix_connection(
+                lambda: Link(self, upstream), upstream.unix_path
+            )
+        else:
+            _, link = await loop.create_connection(
+                lambda: Link(self, upstream), upstream.host, upstream.port
+            )
+        return link
+
+    def release(self, link: Link) -> None:
+        """A link whose response ended cleanly: to a waiting request, else idle."""
+        if not link.open:
+            return
+        waiters = self._waiters.get(link.upstream)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(link)
+                return
+        link.idle_since = self.loop.time()
+        self._idle.setdefault(link.upstream, []).append(link)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep)
+
+    def forget(self, link: Link) -> None:
+        """A link closed: its place under the bound goes to a waiting request."""
+        if link in self._links:
+            self._links.discard(link)
+            self._count_closed(link.upstream)
+
+    def _count_closed(self, upstream: Upstream) -> None:
+        left = self._open.get(upstream, 1) - 1
+        if left > 0:
+            self._open[upstream] = left
+        else:
+            self._open.pop(upstream, None)
+        waiters = self._waiters.get(upstream)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # room for one more: it connects itself
+                break
+        if waiters is not None and not waiters:
+            del self._waiters[upstream]
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        cutoff = self.loop.time() - self._idle_timeout
+        for upstream, idle in list(self._idle.items()):
+            keep = [link for link in idle if link.open and link.idle_since > cutoff]
+            for link in idle:
+                if link.open and link.idle_since <= cutoff:
+                    link.close()
+            if keep:
+                self._idle[upstream] = keep
+            else:
+                del self._idle[upstream]
+        if self._idle:
+            self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for link in list(self._links):
+            link.close()
+        self._idle.clear()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.cancel()
+        self._waiters.clear()
