@@ -5,6 +5,9 @@ upstream connections alive (`keepalive 64`) and streams bodies both ways
 (`proxy_request_buffering off`, `proxy_buffering off`) as wakeproxy does. wakeproxy runs
 with its access log off too (`WAKEPROXY_LOG_ACCESS=false`), so neither side writes a log
 line per request.
+
+The byte relay (`bench/byte_relay.py`) is a reference, not a proxy: one upstream
+connection per client connection and bytes copied both ways, no HTTP, on uvloop.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import PYTHON, Procs, free_port, wait_http, wait_port
+from common import BENCH_DIR, PYTHON, Procs, free_port, wait_http, wait_port
 
 SMALL_BODY = (
     "wakeproxy bench: a small response of about one hundred bytes, the same for every path.\n"
@@ -114,6 +117,15 @@ def start_nginx_proxy(
     port = free_port()
     servers = _PROXY.format(port=port, upstream=upstream, uploads=uploads or upstream)
     start_nginx(procs, workdir, "nginx-proxy", cores, servers)
+    wait_port(port)
+    return port
+
+
+def start_byte_relay(procs: Procs, cores: str, upstream: int) -> int:
+    """`bench/byte_relay.py` in front of `upstream`; returns its port once it accepts."""
+    port = free_port()
+    argv = [PYTHON, str(BENCH_DIR / "byte_relay.py"), str(port), str(upstream)]
+    procs.start("byte-relay", argv, cores)
     wait_port(port)
     return port
 

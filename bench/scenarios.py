@@ -3,6 +3,10 @@
 Every path in a scenario is measured in the same run, interleaved round by round (path A,
 path B, ..., then the next round), so drift on the machine hits all paths alike; tables
 quote the median of the rounds.
+
+Scenario 1 also has a reference row that is not a proxy: "byte relay (Python + uvloop, no
+HTTP)" (`byte_relay.py`), the floor of what any Python proxy on uvloop can do here; see
+`hot_path` for every row.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from common import (
 )
 from peers import (
     bench_host,
+    start_byte_relay,
     start_nginx_proxy,
     start_origin,
     start_redis,
@@ -98,13 +103,26 @@ def _measure(paths: list[Path_], run: Run, **wrk: Any) -> dict[str, list[WrkResu
 
 
 def hot_path(run: Run, procs: Procs) -> tuple[Table, Table, Table]:
-    """Scenarios 1 and 6: saturating load, the same paced load, and Redis enabled."""
+    """Scenarios 1 and 6: saturating load, the same paced load, and Redis enabled.
+
+    Rows of scenario 1 (saturated; ratios are to "nginx proxy, 1 worker"):
+    - direct: the nginx origin alone on the proxy core, no proxy in between;
+    - nginx proxy, 1 worker: the peer;
+    - byte relay (Python + uvloop, no HTTP): a reference, not a proxy (`byte_relay.py`):
+      one upstream connection per client connection, bytes copied both ways, nothing
+      parsed; the floor of what any Python proxy on uvloop can do here;
+    - wakeproxy serve with 1 worker and with `--workers 2`, and `wakeproxy up` in front
+      of a sandbox.
+    The paced table has direct, nginx proxy and wakeproxy serve (1 worker) only; scenario
+    6 compares wakeproxy serve (1 worker) with the same and a Redis store.
+    """
     c = run.cores
     origin, _ = start_origin(procs, run.workdir, c.upstream)
     direct_dir = run.workdir / "direct"
     direct_dir.mkdir(exist_ok=True)
     direct, _ = start_origin(procs, direct_dir, c.proxy)  # the origin alone on the proxy core
     nginx = start_nginx_proxy(procs, run.workdir, c.proxy, origin)
+    relay = start_byte_relay(procs, c.proxy, origin)  # on the proxy core, as wakeproxy-w1
     wp1, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-w1")
     wp2, _ = start_wakeproxy(procs, c.all, name="wakeproxy-w2", workers=2)
     redis_url = start_redis(procs, run.workdir, c.upstream)
@@ -112,28 +130,39 @@ def hot_path(run: Run, procs: Procs) -> tuple[Table, Table, Table]:
     platform = start_platform(procs, run.workdir, c.proxy)
     sandbox, sandbox_host, server = serving_sandbox(platform)
     host = bench_host(origin)
+    direct_path = Path_("direct (nginx origin, own core)", direct, host)
+    nginx_path = Path_("nginx proxy, 1 worker", nginx, host)
+    wp1_path = Path_("wakeproxy serve, 1 worker", wp1, host)
     paths = [
-        Path_("direct (nginx origin, own core)", direct, host),
-        Path_("nginx proxy, 1 worker", nginx, host),
-        Path_("wakeproxy serve, 1 worker", wp1, host),
+        direct_path,
+        nginx_path,
+        Path_("byte relay (Python + uvloop, no HTTP)", relay, host),
+        wp1_path,
         Path_("wakeproxy serve, --workers 2 (both cores)", wp2, host),
         Path_(f"wakeproxy up → sandbox ({server})", platform.proxy_port, sandbox_host),
     ]
-    redis_paths = [paths[2], Path_("wakeproxy serve, 1 worker, Redis store", wpr, host)]
+    redis_path = Path_("wakeproxy serve, 1 worker, Redis store", wpr, host)
+    redis_paths = [wp1_path, redis_path]
     try:
-        saturated = _measure([*paths, redis_paths[1]], run, connections=run.connections)
-        text, data = _wrk_table({p.name: saturated[p.name] for p in paths}, paths[1].name)
+        saturated = _measure([*paths, redis_path], run, connections=run.connections)
+        text, data = _wrk_table({p.name: saturated[p.name] for p in paths}, nginx_path.name)
         data["sandbox_server"] = server
-        paced = _paced(run, paths[:3], median([r.rps for r in saturated[paths[2].name]]))
-        redis = _wrk_table({p.name: saturated[p.name] for p in redis_paths}, paths[2].name)
+        paced = _paced(
+            run,
+            [direct_path, nginx_path, wp1_path],
+            median([r.rps for r in saturated[wp1_path.name]]),
+            nginx_path.name,
+        )
+        redis = _wrk_table({p.name: saturated[p.name] for p in redis_paths}, wp1_path.name)
     finally:
         with sdk_env(platform):
             sandbox.kill()
     return (text, data), paced, redis
 
 
-def _paced(run: Run, paths: list[Path_], wakeproxy_rps: float) -> Table:
-    """Every path at the same offered load: half of what wakeproxy sustains at most."""
+def _paced(run: Run, paths: list[Path_], wakeproxy_rps: float, peer: str) -> Table:
+    """Every path at the same offered load: half of what wakeproxy sustains at most.
+    The last column compares each p99 with `peer`'s (one of `paths`, the nginx proxy)."""
     delay_ms = 10
     target = wakeproxy_rps / 2
     connections = max(1, round(target * delay_ms / 1000))
@@ -146,7 +175,7 @@ def _paced(run: Run, paths: list[Path_], wakeproxy_rps: float) -> Table:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     data: dict[str, Any] = {"connections": connections, "delay_ms": delay_ms}
-    peer_p99 = median([r.p99_ms for r in rows[paths[1].name]])
+    peer_p99 = median([r.p99_ms for r in rows[peer]])
     for name, results in rows.items():
         rps = median([r.rps for r in results])
         p50, p90, p99 = (

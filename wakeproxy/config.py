@@ -274,7 +274,7 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "proxy.response_timeout": _above(0),
         "proxy.idle_timeout": _at_least(0),
         "proxy.upstream_connections": _at_least(1),
-        # aiohttp reads 0 as "no limit", which would let one message exhaust memory.
+        # 0 would refuse every message; "no limit" is spelled as a large number.
         "proxy.websocket_max_message": _at_least(1),
         "admin.listen": _host_port,
         # Grows as backend drivers land, so a kind nothing implements fails at load time.

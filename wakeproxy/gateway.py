@@ -1,6 +1,6 @@
 """Between a request head and an upstream: admission, resolution and waking.
 
-The HTTP front end asks one question — where does this request go? — and gets an
+The relay asks one question — where does this request go? — and gets an
 `Acquired` (upstream + sandbox state) or a `ProxyError`. Nothing here knows which HTTP
 library serves the client.
 """

@@ -60,9 +60,9 @@ Clock = Callable[[], float]
 class Metrics:
     """Every metric of one proxy process, recorded through domain verbs.
 
-    Implements the wake engine's `Recorder`, the front's `RequestRecorder` and the
-    relays' `UpstreamRecorder`. Verbs on the request path cost one counter increment
-    and at most one histogram observation; label children are looked up once and kept.
+    Implements the wake engine's `Recorder` and the relay's (`proxy.exchange.Recorder`).
+    Verbs on the request path cost one counter increment and at most one histogram
+    observation; label children are looked up once and kept.
     """
 
     def __init__(self) -> None:

@@ -52,6 +52,9 @@ class Target:
     port: int
 
 
+_KNOWN_HOSTS = 4096
+
+
 class Router:
     """Maps a request's Host (and, on a base host, its E2B headers) to a `Target`.
 
@@ -60,7 +63,7 @@ class Router:
     matching. Raises `ConfigError` for a malformed domain or id pattern.
     """
 
-    __slots__ = ("_base_names", "_domain_set", "_domains", "_id_pattern", "_suffixes")
+    __slots__ = ("_base_names", "_by_host", "_domain_set", "_domains", "_id_pattern", "_suffixes")
 
     def __init__(self, domains: Sequence[str], sandbox_id_pattern: str) -> None:
         self._domains = _normalize_domains(domains)
@@ -71,6 +74,8 @@ class Router:
         )
         # Longest first, so that of two nested domains the more specific one wins.
         self._suffixes = tuple(sorted((f".{d}" for d in self._domains), key=len, reverse=True))
+        # Host headers already routed by their label: the hot path's answer is one lookup.
+        self._by_host: dict[str, Target] = {}
 
     @classmethod
     def from_config(cls, config: ProxyConfig) -> Router:
@@ -87,12 +92,21 @@ class Router:
         `headers` is only read on a base host; lookups in it are case-insensitive
         whether or not the mapping itself is (a ``CIMultiDictProxy`` or a dict).
         """
+        if host is not None:
+            known = self._by_host.get(host)
+            if known is not None:
+                return known
         name = _host_name(host)
         if name in self._base_names:
             return self._route_by_headers(name, headers)
         label, _, parent = name.partition(".")
         if parent in self._domain_set:
-            return self._route_by_label(label)
+            target = self._route_by_label(label)
+            if host is not None:
+                if len(self._by_host) >= _KNOWN_HOSTS:
+                    self._by_host.clear()  # a crude bound; refilled by the next requests
+                self._by_host[host] = target
+            return target
         # Off the common path: IP literals and hosts that will mostly fail. A host
         # nested deeper under a served domain is malformed (400), not foreign (404).
         for suffix in self._suffixes:

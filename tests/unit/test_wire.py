@@ -39,40 +39,40 @@ def test_origin_form_keeps_path_and_query_byte_for_byte(target: str, expected: s
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
-        ([("Host", "h")], Framing.NONE),
-        ([("content-length", "3")], Framing.LENGTH),
-        ([("Transfer-Encoding", "chunked")], Framing.CHUNKED),
-        ([("Transfer-Encoding", "gzip, Chunked")], Framing.CHUNKED),
+        ([(b"Host", b"h")], Framing.NONE),
+        ([(b"content-length", b"3")], Framing.LENGTH),
+        ([(b"Transfer-Encoding", b"chunked")], Framing.CHUNKED),
+        ([(b"Transfer-Encoding", b"gzip, Chunked")], Framing.CHUNKED),
     ],
 )
 def test_request_framing_follows_the_headers(
-    headers: list[tuple[str, str]], expected: Framing
+    headers: list[tuple[bytes, bytes]], expected: Framing
 ) -> None:
     assert request_framing(headers) is expected
 
 
-@pytest.mark.parametrize("coding", ["gzip", "chunked, identity", "chunked,gzip"])
-def test_a_final_coding_other_than_chunked_is_refused(coding: str) -> None:
+@pytest.mark.parametrize("coding", [b"gzip", b"chunked, identity", b"chunked,gzip"])
+def test_a_final_coding_other_than_chunked_is_refused(coding: bytes) -> None:
     with pytest.raises(FramingError, match="chunked"):
-        request_framing([("Transfer-Encoding", coding)])
+        request_framing([(b"Transfer-Encoding", coding)])
 
 
 @pytest.mark.parametrize(
     ("status", "headers", "head", "http11", "expected"),
     [
-        (200, [("Content-Length", "5")], False, True, Framing.LENGTH),
-        (200, [("Content-Length", "5")], True, True, Framing.NONE),
+        (200, [(b"Content-Length", b"5")], False, True, Framing.LENGTH),
+        (200, [(b"Content-Length", b"5")], True, True, Framing.NONE),
         (204, [], False, True, Framing.NONE),
-        (304, [("Content-Length", "5")], False, True, Framing.NONE),
-        (200, [("Transfer-Encoding", "chunked")], False, True, Framing.CHUNKED),
+        (304, [(b"Content-Length", b"5")], False, True, Framing.NONE),
+        (200, [(b"Transfer-Encoding", b"chunked")], False, True, Framing.CHUNKED),
         (200, [], False, True, Framing.CHUNKED),
-        (200, [("Transfer-Encoding", "chunked")], False, False, Framing.CLOSE),
+        (200, [(b"Transfer-Encoding", b"chunked")], False, False, Framing.CLOSE),
         (200, [], False, False, Framing.CLOSE),
     ],
 )
 def test_response_framing_keeps_a_length_and_rechunks_the_rest(
     status: int,
-    headers: list[tuple[str, str]],
+    headers: list[tuple[bytes, bytes]],
     head: bool,
     http11: bool,
     expected: Framing,
@@ -82,20 +82,20 @@ def test_response_framing_keeps_a_length_and_rechunks_the_rest(
 
 
 def test_heads_carry_the_framing_and_the_connection_decision() -> None:
-    request = request_head("POST", "/u?x", [("Host", "h")], Framing.CHUNKED)
+    request = request_head(b"POST", b"/u?x", [(b"Host", b"h")], Framing.CHUNKED)
     assert request == b"POST /u?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-    response = response_head("1.0", 200, "", [("A", "b")], Framing.LENGTH, True)
+    response = response_head("1.0", 200, b"", [(b"A", b"b")], Framing.LENGTH, True)
     assert response == b"HTTP/1.0 200 OK\r\nA: b\r\nConnection: keep-alive\r\n\r\n"
-    closing = response_head("1.1", 502, "Nope", [], Framing.CHUNKED, False)
+    closing = response_head("1.1", 502, b"Nope", [], Framing.CHUNKED, False)
     assert (
         closing == b"HTTP/1.1 502 Nope\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
 
 
 def test_a_proxy_made_answer_to_head_has_the_length_but_no_body() -> None:
-    full = whole_response("1.1", 404, [("Content-Type", "text/plain")], b"gone\n", True)
+    full = whole_response("1.1", 404, [(b"Content-Type", b"text/plain")], b"gone\n", True)
     head_only = whole_response(
-        "1.1", 404, [("Content-Type", "text/plain")], b"gone\n", True, head_only=True
+        "1.1", 404, [(b"Content-Type", b"text/plain")], b"gone\n", True, head_only=True
     )
     assert full == head_only + b"gone\n"
     assert b"Content-Length: 5\r\n" in head_only

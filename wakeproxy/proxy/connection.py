@@ -29,7 +29,14 @@ from wakeproxy.proxy.exchange import Exchange, Services
 from wakeproxy.proxy.responses import render_error
 from wakeproxy.proxy.tunnel import GOING_AWAY, Gate, Tunnel, Wake
 from wakeproxy.proxy.upstream_pool import Link
-from wakeproxy.proxy.wire import MAX_HEAD, Framing, FramingError, request_framing, whole_response
+from wakeproxy.proxy.wire import (
+    MAX_HEAD,
+    Framing,
+    FramingError,
+    encoded,
+    request_framing,
+    whole_response,
+)
 
 log = logging.getLogger("wakeproxy")
 
@@ -62,7 +69,7 @@ class ClientConnection(asyncio.Protocol):
         self._last_active = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self.peer_ip: str | None = None
-        self.local_host = ""
+        self.local_host = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -74,7 +81,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_ip = peer[0] if isinstance(peer, tuple) else None
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple):
-            self.local_host = f"{local[0]}:{local[1]}"
+            self.local_host = f"{local[0]}:{local[1]}".encode()
         self._idle_since_now()
 
     def data_received(self, data: bytes) -> None:
@@ -152,9 +159,8 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method().decode("ascii")
         version = parser.get_http_version()
         upgrade = parser.should_upgrade()
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in self._headers
-        ]
+        headers = self._headers
+        self._headers = []  # what llhttp reports after the head are trailers: dropped
         framing = request_framing(headers)
         websocket = upgrade and method == "GET" and _asks_for_websocket(headers)
         if upgrade and framing is not Framing.NONE:
@@ -290,9 +296,8 @@ class ClientConnection(asyncio.Protocol):
             self.abort()
             return
         rendered = render_error(error, html=False)
-        self.write(
-            whole_response("1.1", status or rendered.status, rendered.headers, rendered.body, False)
-        )
+        headers = encoded(rendered.headers)
+        self.write(whole_response("1.1", status or rendered.status, headers, rendered.body, False))
         self._close()
 
     def hand_to_tunnel(
@@ -340,9 +345,9 @@ class ClientConnection(asyncio.Protocol):
         self._early = b""
 
 
-def _asks_for_websocket(headers: list[tuple[str, str]]) -> bool:
+def _asks_for_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(
-        name.lower() == "upgrade" and "websocket" in value.lower() for name, value in headers
+        name.lower() == b"upgrade" and b"websocket" in value.lower() for name, value in headers
     )
 
 

@@ -26,12 +26,16 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from multidict import CIMultiDict
-
 from wakeproxy.accesslog import AccessLog
 from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamTimeout
 from wakeproxy.gateway import Gateway
-from wakeproxy.proxy.headers import ForwardedRules, downstream_response_headers, wait_headers
+from wakeproxy.proxy.headers import (
+    ForwardedRules,
+    Headers,
+    HeaderView,
+    downstream_response_headers,
+    wait_headers,
+)
 from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
 from wakeproxy.proxy.responses import render_error, wants_html
 from wakeproxy.proxy.upstream_pool import Link, UpstreamPool
@@ -41,6 +45,7 @@ from wakeproxy.proxy.wire import (
     Framing,
     chunk,
     decoded_path,
+    encoded,
     origin_form,
     request_head,
     response_framing,
@@ -58,7 +63,7 @@ log = logging.getLogger("wakeproxy")
 CLIENT_GONE = 499
 """The status recorded for a request whose client left before it was answered."""
 
-_UPGRADE = (("Connection", "Upgrade"), ("Upgrade", "websocket"))
+_UPGRADE = ((b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"))
 
 _BUFFER_LIMIT = 64 * 1024
 """Request body bytes read ahead of a connection to the upstream; past this the client's
@@ -93,7 +98,6 @@ class Services:
     rules: ForwardedRules
     recorder: Recorder
     access: AccessLog | None
-    response_timeout: float
     idle_timeout: float
     websocket_max_message: int
 
@@ -127,7 +131,6 @@ class Exchange:
         "_status",
         "_target",
         "_task",
-        "_timer",
         "_triggered",
         "body_bytes",
         "body_done",
@@ -148,7 +151,7 @@ class Exchange:
         method: str,
         target: str,
         version: str,
-        headers: list[tuple[str, str]],
+        headers: Headers,
         keep_alive: bool,
         framing: Framing,
         *,
@@ -173,8 +176,7 @@ class Exchange:
         self._acquired: Acquired | None = None
         self._link: Link | None = None
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._extra: list[tuple[str, str]] | None = None
+        self._extra: Headers | None = None
         self._held_for = 0.0
         self._triggered = False
         self._in_flight = False
@@ -191,7 +193,7 @@ class Exchange:
     def start(self) -> None:
         """Route and admit the request; forward it at once when nothing needs awaiting."""
         services = self._services
-        headers = CIMultiDict(self.headers)
+        headers = HeaderView(self.headers)
         try:
             target = services.router.route(headers.get("Host"), headers)
             self._target = target
@@ -216,6 +218,7 @@ class Exchange:
         link = self._link
         if link is not None:
             link.write(chunk(data) if self.framing is Framing.CHUNKED else data)
+            link.last_read = self._services.pool.loop.time()  # an upload is no silence
         elif self._body is not None:
             self._body.append(data)
             self._buffered += len(data)
@@ -288,7 +291,7 @@ class Exchange:
             self._reject(error, upstream=self._in_flight)
         except Exception:
             log.exception("request failed", extra={"event": "internal_error"})
-            self._answer(500, [("Content-Type", "text/plain")], b"internal proxy error\n")
+            self._answer(500, [(b"Content-Type", b"text/plain")], b"internal proxy error\n")
 
     async def _open(self, acquired: Acquired, target: Target, last: bool) -> Link | None:
         """A new link to the upstream; None when refused and worth one more try."""
@@ -339,14 +342,15 @@ class Exchange:
         self._link = link
         link.sink = self
         link.head_request = self.method == "HEAD"
-        link.last_read = services.pool.loop.time()
+        services.pool.watch(link)
         headers = services.rules.upstream_request_headers(
-            self.headers, conn.peer_ip, "http", _host(self.headers, conn)
+            self.headers, conn.peer_ip, b"http", _host(self.headers, conn)
         )
         if self.websocket:
             link.upgrading = True
             headers.extend(_UPGRADE)
-        out = [request_head(self.method, self.origin, headers, self.framing)]
+        method = self.method.encode("latin-1")
+        out = [request_head(method, self.origin.encode("latin-1"), headers, self.framing)]
         body = self._body
         self._body = None
         if not self.body_done and _expects_continue(self.headers, self.version):
@@ -360,22 +364,11 @@ class Exchange:
         link.write(b"".join(out))
         if self._buffered > _BUFFER_LIMIT:
             conn.resume_reading_for_body()
-        self._timer = services.pool.loop.call_later(services.response_timeout, self._check_silence)
 
-    def _check_silence(self) -> None:
-        """The upstream has said nothing for `response_timeout`: like nginx's
-        proxy_read_timeout, a limit on silence, not on how long a stream may last."""
-        link = self._link
-        if link is None:
-            return
-        loop = self._services.pool.loop
-        remaining = link.last_read + self._services.response_timeout - loop.time()
-        if remaining > 0:
-            self._timer = loop.call_later(remaining, self._check_silence)
-            return
-        self._timer = None
+    def upstream_silent(self) -> None:
+        """Like nginx's proxy_read_timeout: a limit on silence, not on how long a
+        stream may last."""
         self._link = None
-        link.close()
         self._services.recorder.upstream_error("timeout")
         if self._head_sent:
             self._cut()
@@ -392,7 +385,7 @@ class Exchange:
 
     # -- from the link (ResponseSink) --------------------------------------------------
 
-    def response_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+    def response_head(self, status: int, reason: bytes, headers: Headers) -> None:
         self._status = status
         if self.websocket:
             if status == 101:
@@ -458,7 +451,7 @@ class Exchange:
             # nothing of it was answered and it had no body, so it is sent again, once,
             # on a new connection.
             self._retried = True
-            self._spawn(self._slow(target, CIMultiDict(self.headers), acquired))
+            self._spawn(self._slow(target, HeaderView(self.headers), acquired))
             return
         self._services.recorder.upstream_error("closed")
         what = "did not answer with HTTP" if error == "protocol" else "closed the connection"
@@ -476,9 +469,6 @@ class Exchange:
         assert link is not None
         assert target is not None
         self._link = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         gateway = self._services.gateway
         self._conn.hand_to_tunnel(
             link,
@@ -505,7 +495,7 @@ class Exchange:
             return
         self._answer(
             200,
-            [("Cache-Control", "no-store"), ("Content-Type", "application/json")],
+            [(b"Cache-Control", b"no-store"), (b"Content-Type", b"application/json")],
             b'{"ready": true, "sandboxId": "%s"}' % target.sandbox_id.encode(),
         )
 
@@ -513,11 +503,13 @@ class Exchange:
         self._held_for += waking.held_for
         self._services.recorder.rejected(waking.reason)
         retry = max(1, math.ceil(waking.retry_after or 1))
-        headers = [
-            ("Content-Type", "text/html; charset=utf-8"),
-            ("Retry-After", str(retry)),
-            ("Cache-Control", "no-store"),
-        ]
+        headers = encoded(
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Retry-After", str(retry)),
+                ("Cache-Control", "no-store"),
+            ]
+        )
         if waking.held_for:
             headers.extend(wait_headers(waking.held_for))
         self._answer(503, headers, waiting_page(waking.sandbox_id or "", retry))
@@ -527,13 +519,13 @@ class Exchange:
         self._held_for += error.held_for
         if not upstream:
             self._services.recorder.rejected(error.reason)
-        rendered = render_error(error, html=wants_html(CIMultiDict(self.headers)))
-        headers = list(rendered.headers)
+        rendered = render_error(error, html=wants_html(HeaderView(self.headers)))
+        headers = encoded(rendered.headers)
         if self._held_for:
             headers.extend(wait_headers(self._held_for))
         self._answer(rendered.status, headers, rendered.body)
 
-    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _answer(self, status: int, headers: Headers, body: bytes) -> None:
         if self._finished:
             return
         self._body = None  # whatever is still to come of the request body is dropped
@@ -560,9 +552,6 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         services = self._services
         target = self._target
         if self._in_flight and target is not None:
@@ -593,16 +582,16 @@ class Exchange:
             self._conn.exchange_done(self)
 
 
-def _expects_continue(headers: list[tuple[str, str]], version: str) -> bool:
+def _expects_continue(headers: Headers, version: str) -> bool:
     if version == "1.0":
         return False
     return any(
-        name.lower() == "expect" and value.lower() == "100-continue" for name, value in headers
+        name.lower() == b"expect" and value.lower() == b"100-continue" for name, value in headers
     )
 
 
-def _host(headers: list[tuple[str, str]], conn: ClientConnection) -> str:
+def _host(headers: Headers, conn: ClientConnection) -> bytes:
     for name, value in headers:
-        if len(name) == 4 and name.lower() == "host":
+        if len(name) == 4 and name.lower() == b"host":
             return value
     return conn.local_host

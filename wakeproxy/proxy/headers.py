@@ -8,15 +8,16 @@ and every header named in the message's own ``Connection`` header.
 front load balancer listed in ``proxy.trusted_proxies``); from anyone else they are
 replaced, so an upstream never sees a client's claim about its own address.
 
-Headers are ``(name, value)`` pairs in wire order, so repeated headers (Set-Cookie,
-X-Forwarded-For) stay separate and ordered. Names compare case-insensitively and
+Headers are ``(name, value)`` pairs of bytes as they were on the wire, in wire order,
+so repeated headers (Set-Cookie, X-Forwarded-For) stay separate and ordered and
+nothing is decoded or re-encoded on the hot path. Names compare case-insensitively and
 are passed on as spelled. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from wakeproxy.errors import ConfigError
@@ -24,53 +25,67 @@ from wakeproxy.errors import ConfigError
 if TYPE_CHECKING:
     from wakeproxy.config import ProxyConfig
 
-Headers = list[tuple[str, str]]
+Headers = list[tuple[bytes, bytes]]
 
-HOP_BY_HOP: frozenset[str] = frozenset(
+HOP_BY_HOP: frozenset[bytes] = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
 """Lower-case names that are never forwarded (besides ``proxy-*`` and Connection's tokens)."""
 
 # A Connection header may name any header as hop-by-hop. Honouring that for these
 # would let a client strip the Host the upstream routes on, or the framing of a body.
-_NEVER_NOMINATED = frozenset({"host", "content-length"})
+_NEVER_NOMINATED = frozenset({b"host", b"content-length"})
 
 # The proxy answers "Expect: 100-continue" itself, so the upstream must not also.
-_REQUEST_ONLY = frozenset({"expect", "x-forwarded-for"})
+_REQUEST_ONLY = frozenset({b"expect", b"x-forwarded-for"})
 
 # Claims about the client that only a trusted proxy may make. Forwarded and
 # X-Real-IP are not rebuilt here, only passed on from a trusted proxy; some
 # upstream apps believe them.
-_CLIENT_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"})
+_CLIENT_CLAIMS = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
 
-# The WebSocket client library writes its own handshake; the subprotocols travel
-# separately, see `websocket_protocols`.
-_WEBSOCKET_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-    }
-)
 
-_REQUEST_DROPS: dict[tuple[bool, bool], frozenset[str]] = {
-    (trusted, websocket): HOP_BY_HOP
-    | _REQUEST_ONLY
-    | (frozenset() if trusted else _CLIENT_CLAIMS)
-    | (_WEBSOCKET_HANDSHAKE if websocket else frozenset())
+class HeaderView(Mapping[str, str]):
+    """Raw header pairs read as a case-insensitive ``str`` mapping (the first of repeated
+    headers wins), decoding only what is asked for: routing, admission and no-wake rules
+    look at one or two headers of a request, not all of them."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: Headers) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, key: str) -> str:
+        wanted = key.lower().encode("latin-1")
+        for name, value in self._pairs:
+            if len(name) == len(wanted) and name.lower() == wanted:
+                return value.decode("latin-1")
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[bytes] = set()
+        for name, _ in self._pairs:
+            if name.lower() not in seen:
+                seen.add(name.lower())
+                yield name.decode("latin-1")
+
+    def __len__(self) -> int:
+        return len({name.lower() for name, _ in self._pairs})
+
+
+_REQUEST_DROPS: dict[bool, frozenset[bytes]] = {
+    trusted: HOP_BY_HOP | _REQUEST_ONLY | (frozenset() if trusted else _CLIENT_CLAIMS)
     for trusted in (False, True)
-    for websocket in (False, True)
 }
 
 
@@ -112,39 +127,23 @@ class ForwardedRules:
         return any(address in network for network in self._networks)
 
     def upstream_request_headers(
-        self,
-        headers: Iterable[tuple[str, str]],
-        peer_ip: str | None,
-        scheme: str,
-        host: str,
-        *,
-        websocket: bool = False,
+        self, headers: Headers, peer_ip: str | None, scheme: bytes, host: bytes
     ) -> Headers:
         """The headers to send upstream for a client request.
 
         `peer_ip` is the connection's peer (None for a unix socket: nothing is added
         to X-Forwarded-For then), `scheme` and `host` are what the client used; the
         client's Host header is kept as sent, so the upstream sees the original host.
-        With `websocket`, the handshake headers are left to the WebSocket client.
         """
-        pairs = list(headers)  # read twice: Connection's tokens first
         trusted = self.is_trusted(peer_ip)
-        drop = _REQUEST_DROPS[trusted, websocket]
-        nominated = _connection_tokens(pairs)
-        if nominated:
-            drop = drop | (nominated - _NEVER_NOMINATED)
-        kept = [(name, value) for name, value in pairs if not _dropped(name.lower(), drop)]
-        return _add_forwarded(kept, pairs, trusted, peer_ip, scheme, host)
+        lowered = [(name.lower(), name, value) for name, value in headers]
+        kept = _kept(lowered, _REQUEST_DROPS[trusted])
+        return _add_forwarded(kept, lowered, trusted, peer_ip, scheme, host)
 
 
-def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> Headers:
+def downstream_response_headers(headers: Headers) -> Headers:
     """The upstream response's headers minus hop-by-hop ones; framing is the caller's."""
-    pairs = list(headers)
-    drop = HOP_BY_HOP
-    nominated = _connection_tokens(pairs)
-    if nominated:
-        drop = drop | (nominated - _NEVER_NOMINATED)
-    return [(name, value) for name, value in pairs if not _dropped(name.lower(), drop)]
+    return _kept([(name.lower(), name, value) for name, value in headers], HOP_BY_HOP)
 
 
 WAIT_HEADER = "Wakeproxy-Wait"
@@ -156,68 +155,68 @@ def wait_headers(held_for: float) -> Headers:
     starts: ``Wakeproxy-Wait: 1.234`` (seconds), and the same as a ``Server-Timing``
     entry, which browsers' developer tools show next to the request's own timings."""
     return [
-        (WAIT_HEADER, f"{held_for:.3f}"),
-        ("Server-Timing", f'wake;dur={held_for * 1000:.1f};desc="sandbox wake"'),
+        (WAIT_HEADER.encode(), b"%.3f" % held_for),
+        (b"Server-Timing", b'wake;dur=%.1f;desc="sandbox wake"' % (held_for * 1000)),
     ]
 
 
-def websocket_protocols(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
-    """The subprotocols a WebSocket client offered, in its order of preference."""
-    return tuple(
-        token
-        for name, value in headers
-        if name.lower() == "sec-websocket-protocol"
-        for token in _list_tokens(value)
-    )
+_Lowered = list[tuple[bytes, bytes, bytes]]  # (lower-case name, name, value)
+
+
+def _kept(lowered: _Lowered, drop: frozenset[bytes]) -> Headers:
+    nominated = _connection_tokens(lowered)
+    if nominated:
+        drop = drop | (nominated - _NEVER_NOMINATED)
+    return [
+        (name, value)
+        for low, name, value in lowered
+        if low not in drop and not low.startswith(b"proxy-")
+    ]
 
 
 def _add_forwarded(
     kept: Headers,
-    incoming: Headers,
+    incoming: _Lowered,
     trusted: bool,
     peer_ip: str | None,
-    scheme: str,
-    host: str,
+    scheme: bytes,
+    host: bytes,
 ) -> Headers:
     names = {name.lower() for name, _ in kept}
-    if "host" not in names and host:
+    if b"host" not in names and host:
         # HTTP/1.0 clients may omit Host; the upstream still gets the one used.
-        kept.insert(0, ("Host", host))
+        kept.insert(0, (b"Host", host))
     forwarded_for = _forwarded_for(incoming, trusted, peer_ip)
     if forwarded_for:
-        kept.append(("X-Forwarded-For", forwarded_for))
-    if "x-forwarded-proto" not in names:
-        kept.append(("X-Forwarded-Proto", scheme))
-    if "x-forwarded-host" not in names and host:
-        kept.append(("X-Forwarded-Host", host))
+        kept.append((b"X-Forwarded-For", forwarded_for))
+    if b"x-forwarded-proto" not in names:
+        kept.append((b"X-Forwarded-Proto", scheme))
+    if b"x-forwarded-host" not in names and host:
+        kept.append((b"X-Forwarded-Host", host))
     return kept
 
 
-def _forwarded_for(incoming: Headers, trusted: bool, peer_ip: str | None) -> str:
+def _forwarded_for(incoming: _Lowered, trusted: bool, peer_ip: str | None) -> bytes:
     """One X-Forwarded-For value: a trusted proxy's chain plus the peer, else just the peer."""
-    hops: list[str] = []
+    hops: list[bytes] = []
     if trusted:
         # Repeated X-Forwarded-For headers form one list, in order (RFC 9110 §5.3).
-        for name, value in incoming:
-            if name.lower() == "x-forwarded-for":
+        for low, _, value in incoming:
+            if low == b"x-forwarded-for":
                 hops.extend(_list_tokens(value))
     if peer_ip is not None:
-        hops.append(peer_ip)
-    return ", ".join(hops)
+        hops.append(peer_ip.encode())
+    return b", ".join(hops)
 
 
-def _connection_tokens(pairs: Headers) -> frozenset[str]:
+def _connection_tokens(lowered: _Lowered) -> frozenset[bytes]:
     """Lower-case header names that the Connection header(s) declare hop-by-hop."""
-    tokens: set[str] = set()
-    for name, value in pairs:
-        if name.lower() == "connection":
+    tokens: set[bytes] = set()
+    for low, _, value in lowered:
+        if low == b"connection":
             tokens.update(token.lower() for token in _list_tokens(value))
     return frozenset(tokens)
 
 
-def _dropped(name: str, drop: frozenset[str]) -> bool:
-    return name in drop or name.startswith("proxy-")
-
-
-def _list_tokens(value: str) -> list[str]:
-    return [token for token in (part.strip() for part in value.split(",")) if token]
+def _list_tokens(value: bytes) -> list[bytes]:
+    return [token for token in (part.strip() for part in value.split(b",")) if token]

@@ -221,7 +221,11 @@ class Tunnel:
     def from_upstream(self, data: bytes) -> None:
         if self._closing:
             return
-        self._outbound.advance(data)
+        try:
+            self._outbound.advance(data)
+        except MessageTooBig:
+            self.close(MESSAGE_TOO_BIG)
+            return
         self._client.transport.write(data)
 
     def side_lost(self, side: _Side, exc: Exception | None) -> None:

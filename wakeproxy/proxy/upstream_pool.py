@@ -19,6 +19,7 @@ from typing import Protocol, cast
 import httptools
 
 from wakeproxy.backends.base import Upstream
+from wakeproxy.proxy.headers import Headers
 
 _SWEEP_EVERY = 5.0
 
@@ -26,7 +27,7 @@ _SWEEP_EVERY = 5.0
 class ResponseSink(Protocol):
     """What a link reports about the response to the request written on it."""
 
-    def response_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None: ...
+    def response_head(self, status: int, reason: bytes, headers: Headers) -> None: ...
 
     def response_body(self, data: bytes) -> None: ...
 
@@ -42,6 +43,9 @@ class ResponseSink(Protocol):
 
     def flush(self) -> None:
         """The end of one read from the upstream: write out what it produced."""
+
+    def upstream_silent(self) -> None:
+        """The upstream said nothing for the silence timeout; the link is closed."""
 
     def upgraded(self, rest: bytes) -> None:
         """The upstream switched protocols (101); `rest` arrived behind its head. The
@@ -82,8 +86,8 @@ class Link(asyncio.Protocol):
         self.last_read = 0.0
         self.idle_since = 0.0
         self._status = 0
-        self._reason = ""
-        self._headers: list[tuple[str, str]] = []
+        self._reason = b""
+        self._headers: Headers = []
         self._until_close = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
@@ -147,10 +151,10 @@ class Link(asyncio.Protocol):
         self._until_close = False
 
     def on_status(self, reason: bytes) -> None:
-        self._reason = reason.decode("latin-1")
+        self._reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -204,12 +208,12 @@ class Link(asyncio.Protocol):
             sink.upstream_failed(error)
 
 
-def _delimited_by_close(status: int, headers: list[tuple[str, str]], head_request: bool) -> bool:
+def _delimited_by_close(status: int, headers: Headers, head_request: bool) -> bool:
     if head_request or status in (204, 304):
         return False
     for name, _ in headers:
         lowered = name.lower()
-        if lowered in ("content-length", "transfer-encoding"):
+        if lowered in (b"content-length", b"transfer-encoding"):
             return False
     return True
 
@@ -221,12 +225,19 @@ class UpstreamPool:
         self,
         per_upstream: int,
         connect_timeout: float,
+        silence_timeout: float,
         idle_timeout: float = 30.0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._limit = per_upstream
         self._connect_timeout = connect_timeout
+        self._silence_timeout = silence_timeout
         self._idle_timeout = idle_timeout
+        # Links waiting on their upstream, checked by one coarse timer rather than a
+        # timer per request: a timeout fires within a quarter of itself (at most 1 s)
+        # after it is due, and the hot path only adds to a set.
+        self._waiting: set[Link] = set()
+        self._silence_check: asyncio.TimerHandle | None = None
         self._idle: dict[Upstream, list[Link]] = {}
         self._open: dict[Upstream, int] = {}
         self._waiters: dict[Upstream, collections.deque[asyncio.Future[Link | None]]] = {}
@@ -286,11 +297,35 @@ class UpstreamPool:
             )
         return link
 
+    def watch(self, link: Link) -> None:
+        """Time `link`'s silence from now on, while it carries a request."""
+        link.last_read = self.loop.time()
+        self._waiting.add(link)
+        if self._silence_check is None:
+            self._silence_check = self.loop.call_later(self._silence_tick(), self._check_silence)
+
+    def _silence_tick(self) -> float:
+        return min(1.0, self._silence_timeout / 4)
+
+    def _check_silence(self) -> None:
+        self._silence_check = None
+        due = self.loop.time() - self._silence_timeout
+        for link in list(self._waiting):
+            sink = link.sink
+            if sink is None:
+                self._waiting.discard(link)  # answered (or gone) since
+            elif link.last_read <= due:
+                self._waiting.discard(link)
+                link.close()
+                sink.upstream_silent()
+        if self._waiting:
+            self._silence_check = self.loop.call_later(self._silence_tick(), self._check_silence)
+
     def release(self, link: Link) -> None:
         """A link whose response ended cleanly: to a waiting request, else idle."""
         if not link.open:
             return
-        waiters = self._waiters.get(link.upstream)
+        waiters = self._waiters.get(link.upstream) if self._waiters else None
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
@@ -338,6 +373,9 @@ class UpstreamPool:
             self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep)
 
     def close(self) -> None:
+        if self._silence_check is not None:
+            self._silence_check.cancel()
+            self._silence_check = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

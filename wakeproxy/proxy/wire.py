@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-Headers = list[tuple[str, str]]
+Headers = list[tuple[bytes, bytes]]
 
 MAX_HEAD = 64 * 1024
 """Bytes a request head may take (request line and headers); more is answered 431."""
@@ -22,18 +22,18 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 
 _REASONS = {
-    100: "Continue",
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    431: "Request Header Fields Too Large",
-    499: "Client Closed Request",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
+    100: b"Continue",
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    409: b"Conflict",
+    431: b"Request Header Fields Too Large",
+    499: b"Client Closed Request",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
 }
 
 
@@ -54,7 +54,7 @@ class FramingError(ValueError):
     """A request whose body cannot be delimited safely."""
 
 
-def request_framing(headers: Iterable[tuple[str, str]]) -> Framing:
+def request_framing(headers: Iterable[tuple[bytes, bytes]]) -> Framing:
     """How a request's body is delimited; raises `FramingError` when unsafely.
 
     llhttp refuses a Transfer-Encoding that comes with a Content-Length, and an invalid
@@ -63,19 +63,18 @@ def request_framing(headers: Iterable[tuple[str, str]]) -> Framing:
     """
     framing = Framing.NONE
     for name, value in headers:
-        lowered = name.lower()
-        if lowered == "transfer-encoding":
-            if value.rpartition(",")[2].strip().lower() != "chunked":
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            if value.rpartition(b",")[2].strip().lower() != b"chunked":
                 raise FramingError("Transfer-Encoding must end in chunked")
             return Framing.CHUNKED
-        if lowered == "content-length":
+        if len(name) == 14 and name.lower() == b"content-length":
             framing = Framing.LENGTH
     return framing
 
 
 def response_framing(
     status: int,
-    upstream_headers: Iterable[tuple[str, str]],
+    upstream_headers: Iterable[tuple[bytes, bytes]],
     *,
     head_request: bool,
     client_http11: bool,
@@ -88,46 +87,46 @@ def response_framing(
     if head_request or status < 200 or status in (204, 304):
         return Framing.NONE
     for name, _ in upstream_headers:
-        if len(name) == 14 and name.lower() == "content-length":
+        if len(name) == 14 and name.lower() == b"content-length":
             return Framing.LENGTH
     return Framing.CHUNKED if client_http11 else Framing.CLOSE
 
 
-def request_head(method: str, target: str, headers: Headers, framing: Framing) -> bytes:
+def request_head(method: bytes, target: bytes, headers: Headers, framing: Framing) -> bytes:
     """An HTTP/1.1 request head; the upstream connection is always kept alive."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines = [b"%s %s HTTP/1.1" % (method, target)]
+    lines.extend([b"%s: %s" % pair for pair in headers])
     if framing is Framing.CHUNKED:
-        lines.append("Transfer-Encoding: chunked")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+        lines.append(b"Transfer-Encoding: chunked")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def response_head(
     version: str,
     status: int,
-    reason: str,
-    headers: Iterable[tuple[str, str]],
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
     framing: Framing,
     keep_alive: bool,
 ) -> bytes:
     """A response head for a client that spoke HTTP/`version`."""
-    lines = [f"HTTP/{version} {status} {reason or _REASONS.get(status, '')}"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines = [b"HTTP/%s %d %s" % (version.encode(), status, reason or _REASONS.get(status, b""))]
+    lines.extend([b"%s: %s" % pair for pair in headers])
     if framing is Framing.CHUNKED:
-        lines.append("Transfer-Encoding: chunked")
+        lines.append(b"Transfer-Encoding: chunked")
     if not keep_alive:
-        lines.append("Connection: close")
+        lines.append(b"Connection: close")
     elif version == "1.0":
-        lines.append("Connection: keep-alive")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+        lines.append(b"Connection: keep-alive")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def whole_response(
     version: str,
     status: int,
-    headers: Iterable[tuple[str, str]],
+    headers: Iterable[tuple[bytes, bytes]],
     body: bytes,
     keep_alive: bool,
     *,
@@ -135,9 +134,14 @@ def whole_response(
 ) -> bytes:
     """A response the proxy makes itself (an error, the waiting page, a long-poll answer);
     `head_only` for a HEAD request: the head says what the body would be, and ends it."""
-    pairs = [*headers, ("Content-Length", str(len(body)))]
-    head = response_head(version, status, "", pairs, Framing.LENGTH, keep_alive)
+    pairs = [*headers, (b"Content-Length", b"%d" % len(body))]
+    head = response_head(version, status, b"", pairs, Framing.LENGTH, keep_alive)
     return head if head_only else head + body
+
+
+def encoded(headers: Iterable[tuple[str, str]]) -> Headers:
+    """Headers made as text (error pages, the waiting page), as the wire carries them."""
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 def origin_form(raw_target: str) -> str:
