@@ -28,7 +28,7 @@ from wakeproxy.loops import loop_factory
 from wakeproxy.metrics import Metrics
 from wakeproxy.platform import RunningPlatform, running_platform
 from wakeproxy.readiness import Readiness, backend_check
-from wakeproxy.server import serve_until_signalled
+from wakeproxy.server import serve_until_signalled, settle_garbage_collector
 from wakeproxy.state.factory import open_store, report_health
 from wakeproxy.state.shared import StateStore
 from wakeproxy.workers import Supervisor
@@ -213,6 +213,7 @@ def _run_until_signalled(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with running(config) as started:
+            settle_garbage_collector()
             print("\n".join(describe(started)), flush=True)
             await stop.wait()
         return 0

@@ -69,25 +69,18 @@ def answering(reply: Callable[[bytes], bytes], heads: list[bytes]) -> Handler:
 # --- request smuggling -----------------------------------------------------------------
 
 
-async def test_content_length_with_transfer_encoding_is_refused(
-    proxy: Listening, upstream: Upstream
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    ],
+    ids=["content-length-and-chunked", "two-content-lengths"],
+)
+async def test_conflicting_body_framing_is_refused(
+    proxy: Listening, upstream: Upstream, framing: str
 ) -> None:
-    host = host_for(upstream.port)
-    request = (
-        f"POST /count HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-    )
-    await assert_refused(proxy, upstream, request.encode())
-
-
-async def test_two_different_content_lengths_are_refused(
-    proxy: Listening, upstream: Upstream
-) -> None:
-    host = host_for(upstream.port)
-    request = (
-        f"POST /count HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n"
-        "Content-Length: 6\r\n\r\nhello!"
-    )
+    request = f"POST /count HTTP/1.1\r\nHost: {host_for(upstream.port)}\r\n{framing}"
     await assert_refused(proxy, upstream, request.encode())
 
 
