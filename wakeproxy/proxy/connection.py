@@ -61,6 +61,7 @@ class ClientConnection(asyncio.Protocol):
         self._incoming: Exchange | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._host: bytes | None = None
         self._head_size = 0
         self._upgrading = False
         self._early = b""  # client bytes behind a WebSocket handshake
@@ -139,18 +140,20 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._host = None
         self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._grow(len(url))
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD:
+            raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        self._grow(len(name) + len(value) + 4)
-
-    def _grow(self, size: int) -> None:
-        self._head_size += size
+        if len(name) == 4 and name.lower() == b"host" and self._host is None:
+            self._host = value  # what routing and X-Forwarded-Host need, found once
+        self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise _HeadTooLarge
 
@@ -180,6 +183,7 @@ class ClientConnection(asyncio.Protocol):
             self._url.decode("latin-1"),
             version,
             headers,
+            self._host,
             keep_alive,
             framing,
             websocket=websocket,

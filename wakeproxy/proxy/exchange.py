@@ -136,6 +136,7 @@ class Exchange:
         "body_done",
         "framing",
         "headers",
+        "host",
         "keep_alive",
         "method",
         "origin",
@@ -152,6 +153,7 @@ class Exchange:
         target: str,
         version: str,
         headers: Headers,
+        host: bytes | None,
         keep_alive: bool,
         framing: Framing,
         *,
@@ -165,6 +167,7 @@ class Exchange:
         self.path = decoded_path(self.origin)
         self.version = version
         self.headers = headers
+        self.host = host  # the Host header as sent, None without one
         self.keep_alive = keep_alive
         self.framing = framing
         self.websocket = websocket  # a handshake: answered by a tunnel, or refused
@@ -195,7 +198,10 @@ class Exchange:
         services = self._services
         headers = HeaderView(self.headers)
         try:
-            target = services.router.route(headers.get("Host"), headers)
+            host = self.host
+            target = services.router.route(
+                None if host is None else host.decode("latin-1"), headers
+            )
             self._target = target
             if self.path == WAIT_PATH:
                 self._spawn(self._wait(target))
@@ -344,7 +350,7 @@ class Exchange:
         link.head_request = self.method == "HEAD"
         services.pool.watch(link)
         headers = services.rules.upstream_request_headers(
-            self.headers, conn.peer_ip, b"http", _host(self.headers, conn)
+            self.headers, conn.peer_ip, b"http", self.host or conn.local_host
         )
         if self.websocket:
             link.upgrading = True
@@ -588,10 +594,3 @@ def _expects_continue(headers: Headers, version: str) -> bool:
     return any(
         name.lower() == b"expect" and value.lower() == b"100-continue" for name, value in headers
     )
-
-
-def _host(headers: Headers, conn: ClientConnection) -> bytes:
-    for name, value in headers:
-        if len(name) == 4 and name.lower() == b"host":
-            return value
-    return conn.local_host

@@ -138,7 +138,20 @@ class ForwardedRules:
         trusted = self.is_trusted(peer_ip)
         lowered = [(name.lower(), name, value) for name, value in headers]
         kept = _kept(lowered, _REQUEST_DROPS[trusted])
-        return _add_forwarded(kept, lowered, trusted, peer_ip, scheme, host)
+        names = {name.lower() for name, _ in kept} if len(kept) != len(lowered) else None
+        if names is None:  # nothing dropped: the lowered names are the kept ones
+            names = {low for low, _, _ in lowered}
+        if b"host" not in names and host:
+            # HTTP/1.0 clients may omit Host; the upstream still gets the one used.
+            kept.insert(0, (b"Host", host))
+        forwarded_for = _forwarded_for(lowered, trusted, peer_ip)
+        if forwarded_for:
+            kept.append((b"X-Forwarded-For", forwarded_for))
+        if b"x-forwarded-proto" not in names:
+            kept.append((b"X-Forwarded-Proto", scheme))
+        if b"x-forwarded-host" not in names and host:
+            kept.append((b"X-Forwarded-Host", host))
+        return kept
 
 
 def downstream_response_headers(headers: Headers) -> Headers:
@@ -172,28 +185,6 @@ def _kept(lowered: _Lowered, drop: frozenset[bytes]) -> Headers:
         for low, name, value in lowered
         if low not in drop and not low.startswith(b"proxy-")
     ]
-
-
-def _add_forwarded(
-    kept: Headers,
-    incoming: _Lowered,
-    trusted: bool,
-    peer_ip: str | None,
-    scheme: bytes,
-    host: bytes,
-) -> Headers:
-    names = {name.lower() for name, _ in kept}
-    if b"host" not in names and host:
-        # HTTP/1.0 clients may omit Host; the upstream still gets the one used.
-        kept.insert(0, (b"Host", host))
-    forwarded_for = _forwarded_for(incoming, trusted, peer_ip)
-    if forwarded_for:
-        kept.append((b"X-Forwarded-For", forwarded_for))
-    if b"x-forwarded-proto" not in names:
-        kept.append((b"X-Forwarded-Proto", scheme))
-    if b"x-forwarded-host" not in names and host:
-        kept.append((b"X-Forwarded-Host", host))
-    return kept
 
 
 def _forwarded_for(incoming: _Lowered, trusted: bool, peer_ip: str | None) -> bytes:
