@@ -409,9 +409,8 @@ def websockets(run: Run, procs: Procs) -> Table:
     echo = free_port()
     procs.start("ws-echo-server", [PYTHON, str(BENCH_DIR / "servers.py"), str(echo)], c.upstream)
     wait_port(echo)
-    # Each proxied WebSocket holds one upstream connection; the default pool allows 256.
-    pool = {"WAKEPROXY_PROXY_UPSTREAM_CONNECTIONS": str(count + 100)}
-    port, admin = start_wakeproxy(procs, c.proxy, name="wakeproxy-ws", env=pool)
+    # Default settings: WebSocket sessions do not use the bounded plain-HTTP pool.
+    port, admin = start_wakeproxy(procs, c.proxy, name="wakeproxy-ws")
     host = bench_host(echo)
     rates: dict[str, list[float]] = {"direct": [], "wakeproxy serve": []}
     for i in range(run.rounds):
