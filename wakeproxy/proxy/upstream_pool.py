@@ -208,6 +208,11 @@ class Link(asyncio.Protocol):
             sink.upstream_failed(error)
 
 
+def _close_made_link(connecting: asyncio.Task[Link]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()
+
+
 def _delimited_by_close(status: int, headers: Headers, head_request: bool) -> bool:
     if head_request or status in (204, 304):
         return False
@@ -258,8 +263,7 @@ class UpstreamPool:
         """A new link for a WebSocket session: it holds its connection for its whole
         life, so it neither counts against the bound nor ever comes back to the pool.
         Raises `OSError` (refused) or `TimeoutError`."""
-        async with asyncio.timeout(self._connect_timeout):
-            return await self._connect(upstream)
+        return await self._connect_in_time(upstream)
 
     async def open(self, upstream: Upstream) -> Link:
         """A link to `upstream`: a new connection, or one that came back while waiting
@@ -267,19 +271,40 @@ class UpstreamPool:
         while self._open.get(upstream, 0) >= self._limit:
             waiter: asyncio.Future[Link | None] = self.loop.create_future()
             self._waiters.setdefault(upstream, collections.deque()).append(waiter)
-            link = await waiter
+            try:
+                link = await waiter
+            except asyncio.CancelledError:
+                # What was handed to a request that is gone goes to the next one.
+                if waiter.done() and not waiter.cancelled():
+                    handed = waiter.result()
+                    if handed is None:
+                        self._make_room(upstream)
+                    else:
+                        self.release(handed)
+                raise
             if link is not None:
                 link.reused = True
                 return link
         self._open[upstream] = self._open.get(upstream, 0) + 1
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                link = await self._connect(upstream)
+            link = await self._connect_in_time(upstream)
         except BaseException:
-            self._count_closed(upstream)
+            self._count_closed(upstream)  # its place under the bound is given back
             raise
         self._links.add(link)
         return link
+
+    async def _connect_in_time(self, upstream: Upstream) -> Link:
+        connecting = self.loop.create_task(self._connect(upstream))
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                return await asyncio.shield(connecting)
+        except BaseException:
+            # Timed out, or the request is gone: a connection that still gets made is
+            # closed at once rather than left open with nobody to use it.
+            connecting.cancel()
+            connecting.add_done_callback(_close_made_link)
+            raise
 
     async def _connect(self, upstream: Upstream) -> Link:
         loop = self.loop
@@ -348,6 +373,9 @@ class UpstreamPool:
             self._open[upstream] = left
         else:
             self._open.pop(upstream, None)
+        self._make_room(upstream)
+
+    def _make_room(self, upstream: Upstream) -> None:
         waiters = self._waiters.get(upstream)
         while waiters:
             waiter = waiters.popleft()
