@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from rawhttp import GUARD
 from upstream import Upstream as UpstreamServer
 
@@ -21,8 +22,9 @@ async def both_waiting(pool: UpstreamPool, target: Upstream) -> None:
     assert len(pool._waiters[target]) == 2
 
 
-async def test_a_link_handed_to_a_request_that_left_goes_to_the_next(
-    upstream: UpstreamServer,
+@pytest.mark.parametrize("first_goes", ["released", "closed"])
+async def test_what_a_request_that_left_was_handed_goes_to_the_next(
+    upstream: UpstreamServer, first_goes: str
 ) -> None:
     pool = UpstreamPool(1, 5.0, 60.0)
     target = Upstream("127.0.0.1", upstream.port)
@@ -31,30 +33,15 @@ async def test_a_link_handed_to_a_request_that_left_goes_to_the_next(
         leaving = asyncio.create_task(pool.open(target))
         staying = asyncio.create_task(pool.open(target))
         await both_waiting(pool, target)
-        pool.release(first)  # handed to `leaving`, which is cancelled before it runs
-        leaving.cancel()
+        if first_goes == "released":
+            pool.release(first)  # the link itself is handed to `leaving`
+        else:
+            first.close()  # its place under the bound is offered to `leaving`
+        leaving.cancel()  # before `leaving` runs again, as a client that left would
         async with asyncio.timeout(GUARD):
-            assert await staying is first
+            got = await staying
+        assert got.open
+        assert (got is first) == (first_goes == "released")
         assert leaving.cancelled()
-    finally:
-        pool.close()
-
-
-async def test_room_given_to_a_request_that_left_goes_to_the_next(
-    upstream: UpstreamServer,
-) -> None:
-    pool = UpstreamPool(1, 5.0, 60.0)
-    target = Upstream("127.0.0.1", upstream.port)
-    try:
-        first = await pool.open(target)
-        leaving = asyncio.create_task(pool.open(target))
-        staying = asyncio.create_task(pool.open(target))
-        await both_waiting(pool, target)
-        first.close()  # its place is offered to `leaving`, which is cancelled
-        leaving.cancel()
-        async with asyncio.timeout(GUARD):
-            second = await staying
-        assert second is not first
-        assert second.open
     finally:
         pool.close()

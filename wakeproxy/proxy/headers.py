@@ -137,10 +137,7 @@ class ForwardedRules:
         """
         trusted = self.is_trusted(peer_ip)
         lowered = [(name.lower(), name, value) for name, value in headers]
-        kept = _kept(lowered, _REQUEST_DROPS[trusted])
-        names = {name.lower() for name, _ in kept} if len(kept) != len(lowered) else None
-        if names is None:  # nothing dropped: the lowered names are the kept ones
-            names = {low for low, _, _ in lowered}
+        kept, names = _kept(lowered, _REQUEST_DROPS[trusted])
         if b"host" not in names and host:
             # HTTP/1.0 clients may omit Host; the upstream still gets the one used.
             kept.insert(0, (b"Host", host))
@@ -156,7 +153,8 @@ class ForwardedRules:
 
 def downstream_response_headers(headers: Headers) -> Headers:
     """The upstream response's headers minus hop-by-hop ones; framing is the caller's."""
-    return _kept([(name.lower(), name, value) for name, value in headers], HOP_BY_HOP)
+    kept, _ = _kept([(name.lower(), name, value) for name, value in headers], HOP_BY_HOP)
+    return kept
 
 
 WAIT_HEADER = "Wakeproxy-Wait"
@@ -176,15 +174,18 @@ def wait_headers(held_for: float) -> Headers:
 _Lowered = list[tuple[bytes, bytes, bytes]]  # (lower-case name, name, value)
 
 
-def _kept(lowered: _Lowered, drop: frozenset[bytes]) -> Headers:
+def _kept(lowered: _Lowered, drop: frozenset[bytes]) -> tuple[Headers, set[bytes]]:
+    """The headers not dropped, and their lower-case names."""
     nominated = _connection_tokens(lowered)
     if nominated:
         drop = drop | (nominated - _NEVER_NOMINATED)
-    return [
-        (name, value)
-        for low, name, value in lowered
-        if low not in drop and not low.startswith(b"proxy-")
-    ]
+    kept: Headers = []
+    names: set[bytes] = set()
+    for low, name, value in lowered:
+        if low not in drop and not low.startswith(b"proxy-"):
+            kept.append((name, value))
+            names.add(low)
+    return kept, names
 
 
 def _forwarded_for(incoming: _Lowered, trusted: bool, peer_ip: str | None) -> bytes:
