@@ -96,8 +96,25 @@ async def _answer_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     await writer.drain()
 
 
+async def _answer_an_endless_head(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Headers without end, until the proxy hangs up: a proxy that waited for the end of
+    the head would never answer."""
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    index = 0
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(b"X-Padding-%d: %s\r\n" % (index, b"p" * 80))
+            await writer.drain()
+            index += 1
+
+
 @pytest.mark.parametrize(
-    "script", [_close_without_answering, _answer_garbage], ids=["closed", "garbage"]
+    "script",
+    [_close_without_answering, _answer_garbage, _answer_an_endless_head],
+    ids=["closed", "garbage", "endless-head"],
 )
 async def test_upstream_that_does_not_answer_with_http_is_502(
     proxy: Listening, upstream: Upstream, script: Handler

@@ -19,7 +19,9 @@ from typing import Protocol, cast
 import httptools
 
 from wakeproxy.backends.base import Upstream
+from wakeproxy.errors import HeadTooLarge
 from wakeproxy.proxy.headers import Headers
+from wakeproxy.proxy.wire import MAX_HEAD
 
 _SWEEP_EVERY = 5.0
 
@@ -56,6 +58,7 @@ class Link(asyncio.Protocol):
     """One connection to an upstream; carries one request at a time."""
 
     __slots__ = (
+        "_head_size",
         "_headers",
         "_parser",
         "_pool",
@@ -88,6 +91,7 @@ class Link(asyncio.Protocol):
         self._status = 0
         self._reason = b""
         self._headers: Headers = []
+        self._head_size = 0
         self._until_close = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
@@ -147,6 +151,7 @@ class Link(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._headers = []
+        self._head_size = 0
         self._status = 0
         self._until_close = False
 
@@ -155,6 +160,10 @@ class Link(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        # A sandbox is not trusted to end its head: past the bound it is not HTTP to us.
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD:
+            raise HeadTooLarge("response head")
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
