@@ -17,6 +17,7 @@ with thousands of sandboxes that would be thousands of series per metric.
     wakeproxy_hold_duration_seconds                         how long each held request waited
     wakeproxy_rejected_total{reason}                        answered by the proxy, not a sandbox
     wakeproxy_state_lookups_total{source,result}            l1 | redis | backend
+    wakeproxy_state_notices_total{kind}                     other replicas' notices heard
     wakeproxy_redis_up                                      only once a Redis store reports
     wakeproxy_upstream_errors_total{reason}                 refused | timeout | closed | …
     wakeproxy_sandboxes{state}, wakeproxy_sandbox_transitions_total{to},
@@ -105,6 +106,13 @@ class Metrics:
             "Sandbox state lookups by source (l1, redis, backend) and result "
             "(l1: hit, miss; others: the state found, not_found or error).",
             ["source", "result"],
+            registry=registry,
+        )
+        self._notices = Counter(
+            "wakeproxy_state_notices",
+            "Notices heard from other replicas through the shared state: a sandbox's record "
+            "changed (state) or a wake failed (wake_failed).",
+            ["kind"],
             registry=registry,
         )
         self._upstream_errors = Counter(
@@ -226,6 +234,9 @@ class Metrics:
 
     def state_lookup(self, source: str, result: str, count: int = 1) -> None:
         self._child(self._lookups, source, result).inc(count)
+
+    def state_notice(self, kind: str) -> None:
+        self._child(self._notices, kind).inc()
 
     # -- shared state -----------------------------------------------------------------------
 

@@ -149,15 +149,34 @@ async def test_300_requests_over_three_replicas_wake_a_paused_sandbox_once(
     assert sum(wakes_counted(replica) for replica in proxies) == 1
 
 
-def wakes_counted(replica: ProxyProcess) -> float:
+def metric_sum(replica: ProxyProcess, prefix: str) -> float:
+    """The sum of a replica's samples whose line starts with `prefix`."""
     url = f"http://127.0.0.1:{replica.admin_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("wakeproxy_wakes_total{")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
     )
+
+
+def wakes_counted(replica: ProxyProcess) -> float:
+    return metric_sum(replica, "wakeproxy_wakes_total{")
+
+
+def notices_heard(replica: ProxyProcess, kind: str) -> float:
+    return metric_sum(replica, f'wakeproxy_state_notices_total{{kind="{kind}"}}')
+
+
+async def heard_everywhere(replicas: list[ProxyProcess], kind: str, since: list[float]) -> None:
+    """Wait until each replica has heard a notice of `kind` beyond its count in `since`
+    (asked from a thread, as `redis_everywhere` does)."""
+    try:
+        async with asyncio.timeout(GUARD):
+            for replica, before in zip(replicas, since, strict=True):
+                while await asyncio.to_thread(notices_heard, replica, kind) <= before:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"still waiting after {GUARD}s for {kind} notices") from None
 
 
 async def test_when_the_replica_leading_a_slow_wake_dies_the_others_finish_it(
@@ -293,12 +312,13 @@ async def test_after_redis_returns_a_pause_one_replica_sees_reaches_the_others(
         redis_server.restart()
         await redis_everywhere(proxies, "ok")
 
-        await control_plane.pause("quiet")  # the control plane tells nobody
         first, *others = proxies
+        heard = [notices_heard(replica, "state") for replica in others]
+        await control_plane.pause("quiet")  # the control plane tells nobody
         status, body = await fetch(session, first, "quiet")  # refused: it looks again
         assert (status, json.loads(body)["reason"]) == (409, "sandbox_paused")
         lookups = control_plane.gets["quiet"]
-        await asyncio.sleep(0.3)  # the notice crosses Redis to the other processes
+        await heard_everywhere(others, "state", since=heard)  # the notice crossed Redis
         for replica in others:
             status, body = await fetch(session, replica, "quiet")
             assert (status, json.loads(body)["reason"]) == (409, "sandbox_paused")

@@ -113,6 +113,9 @@ class StateRecorder(Protocol):
 
     def state_lookup(self, source: str, result: str, count: int = 1) -> None: ...
 
+    def state_notice(self, kind: str) -> None:
+        """Another replica's notice arrived: "state" (a record changed) or "wake_failed"."""
+
     def redis_up(self, up: bool) -> None: ...
 
 
@@ -222,6 +225,9 @@ class SharedBackend:
     def _on_notice(self, notice: Notice) -> None:
         if notice.origin == self.origin:
             return
+        if self._recorder is not None:
+            changed = isinstance(notice, StateChanged)
+            self._recorder.state_notice("state" if changed else "wake_failed")
         self._wake.notice(notice)
         if isinstance(notice, StateChanged):
             record = notice.record
