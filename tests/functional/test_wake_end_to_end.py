@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import WSMsgType
 from rawhttp import GUARD, RawClient, request_bytes
 from support import StartProxy
 from upstream import Upstream
@@ -260,6 +261,25 @@ async def test_messages_on_a_websocket_left_open_across_a_pause_wake_the_sandbox
     assert scene.backend.resume_calls == Counter({SANDBOX: 1})
     assert scene.backend.states_at_resume == [SandboxState.PAUSED]
     assert upstream.ws_connections == 2  # the same sessions, not new ones
+
+
+async def test_a_message_to_a_sandbox_killed_under_its_session_ends_it_with_1011(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    async with wake_scene(start_proxy, upstream, state=SandboxState.RUNNING) as scene:
+        ws = await scene.client.ws_connect(scene.ws_url, headers={"Host": scene.host()})
+        await ws.send_str("before")
+        assert await ws.receive_str() == "before"
+        scene.backend.kill(SANDBOX)  # the platform says so; the session's socket stays open
+        await ws.send_str("after")  # nothing to wake: the session ends, on both sides
+        async with asyncio.timeout(GUARD):
+            message = await ws.receive()
+        assert message.type is WSMsgType.CLOSE
+        assert message.data == 1011
+        await upstream.wait_until(lambda: upstream.ws_close_codes == [1011])
+        await ws.close()
+    assert scene.backend.total_resumes == 0
+    assert upstream.hits == Counter({"GET /ws": 1})
 
 
 async def test_a_request_refused_by_a_sandbox_paused_unseen_goes_through_the_wake_path(
