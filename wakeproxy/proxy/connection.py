@@ -159,13 +159,13 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        method = parser.get_method().decode("ascii")
+        method = parser.get_method()
         version = parser.get_http_version()
         upgrade = parser.should_upgrade()
         headers = self._headers
         self._headers = []  # what llhttp reports after the head are trailers: dropped
         framing = request_framing(headers)
-        websocket = upgrade and method == "GET" and _asks_for_websocket(headers)
+        websocket = upgrade and method == b"GET" and _asks_for_websocket(headers)
         if upgrade and framing is not Framing.NONE:
             # llhttp hands over what follows an upgrade request's head unparsed, so a
             # body there could not be told from the next request.
@@ -180,7 +180,7 @@ class ClientConnection(asyncio.Protocol):
             self,
             self._services,
             method,
-            self._url.decode("latin-1"),
+            self._url,
             version,
             headers,
             self._host,

@@ -124,6 +124,8 @@ class Exchange:
         "_link",
         "_out",
         "_pending",
+        "_raw_method",
+        "_raw_origin",
         "_released",
         "_retried",
         "_services",
@@ -149,8 +151,8 @@ class Exchange:
         self,
         conn: ClientConnection,
         services: Services,
-        method: str,
-        target: str,
+        method: bytes,
+        target: bytes,
         version: str,
         headers: Headers,
         host: bytes | None,
@@ -162,9 +164,12 @@ class Exchange:
         self._conn = conn
         self._services = services
         self._started = time.perf_counter()
-        self.method = method
-        self.origin = origin_form(target)
+        self.method = method.decode("ascii")
+        self.origin = origin_form(target.decode("latin-1"))
         self.path = decoded_path(self.origin)
+        # As they go upstream: the client's own bytes unless the target had to change.
+        self._raw_method = method
+        self._raw_origin = target if target.startswith(b"/") else self.origin.encode("latin-1")
         self.version = version
         self.headers = headers
         self.host = host  # the Host header as sent, None without one
@@ -355,8 +360,7 @@ class Exchange:
         if self.websocket:
             link.upgrading = True
             headers.extend(_UPGRADE)
-        method = self.method.encode("latin-1")
-        out = [request_head(method, self.origin.encode("latin-1"), headers, self.framing)]
+        out = [request_head(self._raw_method, self._raw_origin, headers, self.framing)]
         body = self._body
         self._body = None
         if not self.body_done and _expects_continue(self.headers, self.version):
