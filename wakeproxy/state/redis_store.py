@@ -280,7 +280,7 @@ class RedisStore:
         finally:
             with contextlib.suppress(*_FAILURES):
                 async with asyncio.timeout(self._timeout):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # annotated from redis-py 8
 
     async def _read_notices(self, pubsub: PubSub) -> None:
         interval = self._settings.health_interval

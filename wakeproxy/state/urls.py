@@ -143,7 +143,7 @@ def make_client(target: RedisTarget, timeout: float) -> Client:
         "password": target.sentinel_password,
         "ssl": target.tls,
     }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8
         list(target.nodes), sentinel_kwargs=sentinel_options, **options
     )
     client: Redis = sentinel.master_for(
