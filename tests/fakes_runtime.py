@@ -1,6 +1,6 @@
 """A stand-in for the real process runtime of the embedded platform.
 
-``FakeRuntime`` implements the `wakeproxy.local.contracts.Runtime` protocol without
+``FakeRuntime`` implements the `wakeproxy.platform.contracts.Runtime` protocol without
 starting any process: it keeps a table of "alive" sandboxes and of frozen ones, records
 every call, and lets a test slow down or fail any operation. It exists so that the
 manager, the `LocalBackend` and the control-plane API can be tested on their own; the
@@ -25,7 +25,7 @@ import socket
 from collections import defaultdict
 
 from wakeproxy.backends.base import SandboxInfo, SandboxState
-from wakeproxy.local.contracts import RuntimeInfo, SandboxSpec
+from wakeproxy.platform.contracts import RuntimeInfo, SandboxSpec
 
 AGENT_PORT_WHEN_SHARED = 40_001
 

@@ -21,16 +21,16 @@ from wakeproxy.admin import running_admin
 from wakeproxy.backends.base import Backend
 from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config, check_config_command, load_config
-from wakeproxy.controlplane import RunningControlPlane, running_control_plane
 from wakeproxy.errors import ConfigError, ListenError
 from wakeproxy.logs import configure as configure_logs
 from wakeproxy.loops import loop_factory
 from wakeproxy.metrics import Metrics
-from wakeproxy.platform import RunningPlatform, running_platform
 from wakeproxy.readiness import Readiness, backend_check
+from wakeproxy.serve_api import RunningControlPlane, running_control_plane
 from wakeproxy.server import serve_until_signalled, settle_garbage_collector
 from wakeproxy.state.factory import open_store, report_health
 from wakeproxy.state.shared import StateStore
+from wakeproxy.up import RunningPlatform, running_platform
 from wakeproxy.workers import Supervisor
 
 T = TypeVar("T")

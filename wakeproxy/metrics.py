@@ -20,8 +20,9 @@ with thousands of sandboxes that would be thousands of series per metric.
     wakeproxy_state_notices_total{kind}                     other replicas' notices heard
     wakeproxy_redis_up                                      only once a Redis store reports
     wakeproxy_upstream_errors_total{reason}                 refused | timeout | closed | …
-    wakeproxy_sandboxes{state}, wakeproxy_sandbox_transitions_total{to},
-    wakeproxy_sandbox_resume_seconds                        the embedded platform (`SandboxCensus`)
+
+The embedded platform's own metrics (`wakeproxy_sandboxes{state}`, …) are in
+`wakeproxy.platform.control.census`, on the same registry.
 
 With `--workers N` every worker writes its values to files in `PROMETHEUS_MULTIPROC_DIR`
 (prometheus-client's multiprocess mode, chosen when the variable is set before the
@@ -31,14 +32,11 @@ library is imported) and the supervisor's admin listener sums them with
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from wakeproxy.backends.base import SandboxInfo, SandboxState
 
 # A wake spans a thawed process answering in a millisecond to a VM restore taking a minute.
 WAKE_BUCKETS: Final = (
@@ -265,68 +263,6 @@ class Metrics:
         if child is None:
             child = self._label_children[key] = metric.labels(*values)
         return child
-
-
-class SandboxCensus:
-    """The embedded platform's sandboxes, counted from the state changes it publishes.
-
-    Feed it every `SandboxInfo` the platform publishes (`changed`); it keeps each
-    sandbox's last state (in memory only, never as a label) to move the per-state gauge,
-    count transitions and time resumes (`resuming` until `running`).
-    """
-
-    def __init__(self, registry: CollectorRegistry, clock: Clock = time.monotonic) -> None:
-        self._clock = clock
-        self._sandboxes = Gauge(
-            "wakeproxy_sandboxes",
-            "Sandboxes of the embedded platform by state.",
-            ["state"],
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self._transitions = Counter(
-            "wakeproxy_sandbox_transitions",
-            "State changes of the embedded platform's sandboxes, by the state entered.",
-            ["to"],
-            registry=registry,
-        )
-        self._resume_seconds = Histogram(
-            "wakeproxy_sandbox_resume_seconds",
-            "Embedded platform: how long a resume took (resuming until running).",
-            buckets=WAKE_BUCKETS,
-            registry=registry,
-        )
-        for state in SandboxState:
-            if state is not SandboxState.KILLED:
-                self._sandboxes.labels(state.value).set(0)
-        self._states: dict[str, SandboxState] = {}
-        self._resuming_since: dict[str, float] = {}
-
-    def seed(self, infos: Iterable[SandboxInfo]) -> None:
-        """Sandboxes that exist before the census starts: counted, not as transitions."""
-        for info in infos:
-            if info.state is not SandboxState.KILLED and info.sandbox_id not in self._states:
-                self._states[info.sandbox_id] = info.state
-                self._sandboxes.labels(info.state.value).inc()
-
-    def changed(self, info: SandboxInfo) -> None:
-        sandbox_id, state = info.sandbox_id, info.state
-        before = self._states.get(sandbox_id)
-        if state is before:
-            return
-        self._transitions.labels(state.value).inc()
-        if before is not None:
-            self._sandboxes.labels(before.value).dec()
-        if state is SandboxState.KILLED:
-            self._states.pop(sandbox_id, None)
-        else:
-            self._states[sandbox_id] = state
-            self._sandboxes.labels(state.value).inc()
-        started = self._resuming_since.pop(sandbox_id, None)
-        if state is SandboxState.RESUMING:
-            self._resuming_since[sandbox_id] = self._clock()
-        elif started is not None and state is SandboxState.RUNNING:
-            self._resume_seconds.observe(self._clock() - started)
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:

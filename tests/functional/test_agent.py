@@ -33,8 +33,8 @@ from support import StartProxy, free_port
 import wakeproxy
 from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, Upstream
 from wakeproxy.backends.static import StaticBackend
-from wakeproxy.local.agent import ENVD_VERSION, connect
-from wakeproxy.local.agent.connect import EnvelopeDecoder
+from wakeproxy.platform.agent import ENVD_VERSION, connect
+from wakeproxy.platform.agent.connect import EnvelopeDecoder
 
 if TYPE_CHECKING:
     from e2b import AsyncSandbox
@@ -46,7 +46,7 @@ MIB = 1024 * 1024
 
 
 class AgentProcess:
-    """`python -m wakeproxy.local.agent` on a free port with its own home directory."""
+    """`python -m wakeproxy.platform.agent` on a free port with its own home directory."""
 
     def __init__(self, home: Path, log_path: Path, token: str | None = None) -> None:
         self.home = home
@@ -60,7 +60,7 @@ class AgentProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> AgentProcess:
-        args = [sys.executable, "-m", "wakeproxy.local.agent"]
+        args = [sys.executable, "-m", "wakeproxy.platform.agent"]
         args += ["--port", str(self.port), "--home", str(self.home)]
         if self.token:
             args += ["--token", self.token]

@@ -20,10 +20,10 @@ from upstream import Upstream
 from wakeproxy.backends.base import AGENT_PORT, Lifecycle, SandboxState
 from wakeproxy.backends.http import HttpBackend, info_from_detail, upstream_from_json
 from wakeproxy.errors import Conflict, NotAllowed, NotFound, Unavailable
-from wakeproxy.local.api import build_api
-from wakeproxy.local.manager import SandboxManager
-from wakeproxy.local.portbroker import running_broker
-from wakeproxy.local.wire import ApiSettings
+from wakeproxy.platform.api.app import build_api
+from wakeproxy.platform.api.wire import ApiSettings
+from wakeproxy.platform.control.manager import SandboxManager
+from wakeproxy.platform.runtime.portbroker import running_broker
 from wakeproxy.server import serving_app
 
 S = SandboxState

@@ -36,11 +36,11 @@ from fakes_runtime import FakeRuntime, StateLog
 from support import free_port
 
 from wakeproxy.backends.base import SandboxState as S
-from wakeproxy.backends.local import LocalBackend
-from wakeproxy.local.agent import ENVD_VERSION
-from wakeproxy.local.api import build_api
-from wakeproxy.local.manager import SandboxManager
-from wakeproxy.local.wire import ACTIVITY_EXTENDS_KEY, NETWORK_KEY, ApiSettings
+from wakeproxy.platform.agent import ENVD_VERSION
+from wakeproxy.platform.api.app import build_api
+from wakeproxy.platform.api.wire import ACTIVITY_EXTENDS_KEY, NETWORK_KEY, ApiSettings
+from wakeproxy.platform.control.backend import LocalBackend
+from wakeproxy.platform.control.manager import SandboxManager
 
 API_KEY = "e2b_0123456789abcdef"
 DOMAIN = "localhost:8080"

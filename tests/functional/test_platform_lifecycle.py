@@ -35,8 +35,8 @@ import pytest
 from platform_process import PlatformProcess
 from support import free_port
 
-from wakeproxy.local import launch, procfs
-from wakeproxy.local.capabilities import runtime_key
+from wakeproxy.platform.runtime import launch, procfs
+from wakeproxy.platform.runtime.capabilities import runtime_key
 
 e2b = pytest.importorskip("e2b")
 

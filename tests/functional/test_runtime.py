@@ -28,10 +28,10 @@ import pytest
 
 import wakeproxy
 from wakeproxy.backends.base import AGENT_PORT
-from wakeproxy.local import launch, netstack, procfs
-from wakeproxy.local.capabilities import runtime_key
-from wakeproxy.local.contracts import RuntimeInfo, SandboxSpec
-from wakeproxy.local.runtime import ProcessRuntime, SandboxNotRunning, SandboxStartError
+from wakeproxy.platform.contracts import RuntimeInfo, SandboxSpec
+from wakeproxy.platform.runtime import launch, netstack, procfs
+from wakeproxy.platform.runtime.capabilities import runtime_key
+from wakeproxy.platform.runtime.runtime import ProcessRuntime, SandboxNotRunning, SandboxStartError
 
 STANDIN = Path(__file__).with_name("standin_agent.py")
 REPOSITORY = str(Path(wakeproxy.__file__).parents[1])
@@ -559,8 +559,8 @@ async def test_user_namespace_and_socket_broker(make_runtime: Factory, tmp_path:
 UNPRIVILEGED_PLATFORM = """
 import asyncio, json, sys
 from pathlib import Path
-from wakeproxy.local.contracts import SandboxSpec
-from wakeproxy.local.runtime import ProcessRuntime
+from wakeproxy.platform.contracts import SandboxSpec
+from wakeproxy.platform.runtime.runtime import ProcessRuntime
 
 async def fetch(runtime, name):
     for _ in range(1000):
@@ -600,7 +600,7 @@ def _unprivileged_python(env: dict[str, str]) -> str | None:
     """A Python 3.11+ that user `nobody` may run (by the path it reports, which the
     runtime starts sandboxes with) and that imports the runtime."""
     check = (
-        "import os, sys, wakeproxy.local.runtime\n"
+        "import os, sys, wakeproxy.platform.runtime.runtime\n"
         "assert sys.version_info >= (3, 11) and os.access(sys.executable, os.X_OK)"
     )
     for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
@@ -717,8 +717,8 @@ async def test_adopt_refuses_what_is_not_that_sandbox_and_ends_its_leftovers(
 RESTARTED_PLATFORM = """
 import asyncio, dataclasses, json, sys
 from pathlib import Path
-from wakeproxy.local.contracts import SandboxSpec
-from wakeproxy.local.runtime import ProcessRuntime
+from wakeproxy.platform.contracts import SandboxSpec
+from wakeproxy.platform.runtime.runtime import ProcessRuntime
 
 async def main():
     data, survive, isolate = Path(sys.argv[1]), sys.argv[2] == "survive", sys.argv[3] == "ns"

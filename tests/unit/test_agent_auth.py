@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wakeproxy.local.agent import auth
-from wakeproxy.local.agent.auth import FileGrant
+from wakeproxy.platform.agent import auth
+from wakeproxy.platform.agent.auth import FileGrant
 
 signature = pytest.importorskip("e2b.sandbox.signature")
 

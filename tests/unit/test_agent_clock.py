@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from wakeproxy.local.agent.clock import ActiveClock
+from wakeproxy.platform.agent.clock import ActiveClock
 
 
 class FakeTime:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wakeproxy.local.agent import connect
-from wakeproxy.local.agent.connect import ContentType, EnvelopeDecoder, Framing
-from wakeproxy.local.agent.errors import RpcError
+from wakeproxy.platform.agent import connect
+from wakeproxy.platform.agent.connect import ContentType, EnvelopeDecoder, Framing
+from wakeproxy.platform.agent.errors import RpcError
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:

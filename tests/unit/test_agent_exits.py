@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wakeproxy.local.agent import entries, exits
-from wakeproxy.local.agent.messages import Exit
+from wakeproxy.platform.agent import entries, exits
+from wakeproxy.platform.agent.messages import Exit
 
 
 def exited(code: int) -> int:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wakeproxy.local.agent import jsonpb, messages
-from wakeproxy.local.agent.errors import RpcError
-from wakeproxy.local.agent.messages import Entry, Exit, ProcessConfig, PtySize
+from wakeproxy.platform.agent import jsonpb, messages
+from wakeproxy.platform.agent.errors import RpcError
+from wakeproxy.platform.agent.messages import Entry, Exit, ProcessConfig, PtySize
 
 process_pb = pytest.importorskip("e2b.envd.process.process_pb")
 filesystem_pb = pytest.importorskip("e2b.envd.filesystem.filesystem_pb")

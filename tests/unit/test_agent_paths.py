@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from wakeproxy.local.agent import paths
-from wakeproxy.local.agent.errors import PathError, UnknownUser
+from wakeproxy.platform.agent import paths
+from wakeproxy.platform.agent.errors import PathError, UnknownUser
 
 HOME = "/home/user"
 USERS = paths.Users(HOME)

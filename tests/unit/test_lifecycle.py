@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from wakeproxy.backends.base import SandboxState
-from wakeproxy.local import lifecycle
-from wakeproxy.local.lifecycle import (
+from wakeproxy.platform.control import lifecycle
+from wakeproxy.platform.control.lifecycle import (
     TRANSITIONS,
     Event,
     IllegalTransition,

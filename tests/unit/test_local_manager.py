@@ -18,12 +18,12 @@ from fakes import FakeClock
 from fakes_runtime import AGENT_PORT_WHEN_SHARED, FakeRuntime, StateLog
 
 from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, SandboxState
-from wakeproxy.backends.local import LocalBackend
 from wakeproxy.errors import LimitExceeded, NotAllowed, NotFound, Unavailable
-from wakeproxy.local.contracts import RuntimeInfo
-from wakeproxy.local.lifecycle import IllegalTransition, Policy
-from wakeproxy.local.manager import CreateRequest, SandboxManager
-from wakeproxy.local.records import RecordStore, new_record
+from wakeproxy.platform.contracts import RuntimeInfo
+from wakeproxy.platform.control.backend import LocalBackend
+from wakeproxy.platform.control.lifecycle import IllegalTransition, Policy
+from wakeproxy.platform.control.manager import CreateRequest, SandboxManager
+from wakeproxy.platform.control.records import RecordStore, new_record
 
 S = SandboxState
 T0 = 1_700_000_000.0

@@ -15,7 +15,8 @@ from fakes import FakeClock
 from prometheus_client.parser import text_string_to_metric_families
 
 from wakeproxy.backends.base import SandboxInfo, SandboxState
-from wakeproxy.metrics import REQUEST_BUCKETS, WAKE_BUCKETS, Metrics, SandboxCensus
+from wakeproxy.metrics import REQUEST_BUCKETS, WAKE_BUCKETS, Metrics
+from wakeproxy.platform.control.census import SandboxCensus
 
 S = SandboxState
 SANDBOX_IDS = ("sbxalpha0123", "sbxbeta45678")

@@ -10,7 +10,7 @@ import pytest
 
 from wakeproxy.config import load_config
 from wakeproxy.errors import ConfigError
-from wakeproxy.platform import check_exposure, data_dir
+from wakeproxy.up import check_exposure, data_dir
 
 
 def test_without_a_key_every_listener_must_be_loopback() -> None:

@@ -9,12 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from wakeproxy.local import cgroups, launch, namespaces, netstack, procfs, sandbox_init, userland
-from wakeproxy.local.capabilities import Capabilities
-from wakeproxy.local.cgroups import Hierarchy
-from wakeproxy.local.health import status_ok
-from wakeproxy.local.namespaces import Isolation
-from wakeproxy.local.netstack import NetStack
+from wakeproxy.platform.runtime import (
+    cgroups,
+    launch,
+    namespaces,
+    netstack,
+    procfs,
+    sandbox_init,
+    userland,
+)
+from wakeproxy.platform.runtime.capabilities import Capabilities
+from wakeproxy.platform.runtime.cgroups import Hierarchy
+from wakeproxy.platform.runtime.health import status_ok
+from wakeproxy.platform.runtime.namespaces import Isolation
+from wakeproxy.platform.runtime.netstack import NetStack
 
 # -- /proc ----------------------------------------------------------------------------------
 

@@ -273,7 +273,7 @@ def _broker_opener(path: str, sandbox_id: str, port: int) -> SocketOpener:
 
 async def ask_broker(path: str, sandbox_id: str, port: int) -> socket.socket:
     """A socket connected to `port` of the sandbox, from the platform's socket broker
-    (`wakeproxy.local.portbroker`): ConnectionRefusedError when nothing accepts there."""
+    (`wakeproxy.platform.runtime.portbroker`): ConnectionRefusedError when nothing accepts there."""
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.setblocking(False)

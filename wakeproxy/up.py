@@ -1,0 +1,166 @@
+"""`wakeproxy up`: the proxy, the embedded sandbox platform and its E2B-compatible API.
+
+Start order: sandbox records (re-adopting what survived a restart), then the proxy (its
+port fixes the default preview domain), then the API and the admin listener. Stop order
+is the reverse, ending with every sandbox process unless `platform.keep_sandboxes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from wakeproxy.admin import running_admin
+from wakeproxy.config import Config
+from wakeproxy.errors import ConfigError
+from wakeproxy.metrics import Metrics
+from wakeproxy.platform.api.app import build_api
+from wakeproxy.platform.api.wire import ApiSettings
+from wakeproxy.platform.control.backend import LocalBackend
+from wakeproxy.platform.control.census import SandboxCensus
+from wakeproxy.platform.control.manager import SandboxManager
+from wakeproxy.platform.runtime.portbroker import running_broker
+from wakeproxy.platform.runtime.runtime import ProcessRuntime
+from wakeproxy.readiness import Readiness, backend_check
+from wakeproxy.server import Listening, running_proxy, serving_app, split_listen
+from wakeproxy.state.factory import report_health
+
+
+@dataclass(frozen=True, slots=True)
+class RunningPlatform:
+    proxy: Listening
+    api: Listening
+    admin: Listening
+    domain: str
+    api_key: str
+    manager: SandboxManager
+    metrics: Metrics
+
+    def environment(self) -> dict[str, str]:
+        """What an E2B SDK needs to use this platform, unchanged."""
+        return {
+            "E2B_API_URL": self.api.url,
+            "E2B_SANDBOX_URL": self.proxy.url,
+            "E2B_API_KEY": self.api_key or "any-key-works",
+        }
+
+
+def data_dir(config: Config) -> Path:
+    if config.platform.data_dir:
+        return Path(config.platform.data_dir).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wakeproxy"
+
+
+def check_exposure(config: Config) -> None:
+    """Without an API key, anyone who reaches a listener controls the sandboxes: so then
+    every listener must be on loopback."""
+    if config.platform.api_key:
+        return
+    listeners = {
+        "proxy.listen": config.proxy.listen,
+        "platform.api_listen": config.platform.api_listen,
+        "admin.listen": config.admin.listen,
+    }
+    problems = [
+        (key, f"{listen} is not a loopback address: set platform.api_key (--api-key) first")
+        for key, listen in listeners.items()
+        if not _is_loopback(split_listen(listen)[0])
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _with_domain(config: Config, domain: str) -> Config:
+    """The proxy must serve the domain the API hands out."""
+    bare = domain.partition(":")[0]
+    if bare in {d.partition(":")[0] for d in config.proxy.domains}:
+        return config
+    proxy = dataclasses.replace(config.proxy, domains=(*config.proxy.domains, domain))
+    return dataclasses.replace(config, proxy=proxy)
+
+
+@asynccontextmanager
+async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
+    root = data_dir(config)
+    async with sandbox_manager(config) as manager, _platform(config, manager, root) as platform:
+        yield platform
+
+
+@asynccontextmanager
+async def sandbox_manager(config: Config) -> AsyncIterator[SandboxManager]:
+    """The embedded platform's sandboxes: taken back from the records at start; at stop
+    ended, or left running for the next start with `platform.keep_sandboxes`."""
+    check_exposure(config)
+    settings = config.platform
+    root = data_dir(config)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The whole data dir is the runtime's: it hides it from every sandbox, so no sandbox
+    # sees the records or another sandbox's files.
+    runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
+    manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
+    await manager.start()
+    try:
+        yield manager
+    finally:
+        await manager.close(kill_all=not settings.keep_sandboxes)
+        if settings.keep_sandboxes:
+            runtime.detach()
+        else:
+            await runtime.close()
+
+
+@asynccontextmanager
+async def _platform(
+    config: Config, manager: SandboxManager, root: Path
+) -> AsyncIterator[RunningPlatform]:
+    settings = config.platform
+    metrics = Metrics()
+    census = SandboxCensus(metrics.registry)
+    census.seed(record.info() for record in manager.records())
+    unsubscribe = manager.subscribe(census.changed)
+    try:
+        if settings.domain:
+            config = _with_domain(config, settings.domain)
+        backend = LocalBackend(manager)
+        readiness = Readiness()
+        readiness.report("platform", "ok")
+        readiness.check("backend", backend_check(backend))
+        async with (
+            running_proxy(config, backend, metrics=metrics) as proxy,
+            running_broker(manager.open_socket, root) as broker,
+        ):
+            readiness.report("proxy", "ok")
+            if proxy.gateway is not None:
+                manager.set_busy_check(proxy.gateway.in_flight.busy)
+            if proxy.state is not None:
+                report_health(proxy.state, readiness.report)
+            domain = settings.domain or f"localhost:{proxy.port}"
+            api_settings = ApiSettings(
+                domain=domain,
+                api_key=settings.api_key or None,
+                activity_extends_timeout=settings.activity_extends_timeout,
+            )
+            async with (
+                serving_app(
+                    build_api(manager, api_settings, broker=str(broker.path)), settings.api_listen
+                ) as api,
+                running_admin(config.admin.listen, readiness, metrics.registry) as admin,
+            ):
+                yield RunningPlatform(proxy, api, admin, domain, settings.api_key, manager, metrics)
+    finally:
+        unsubscribe()
