@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from wakeproxy import __version__
 from wakeproxy.admin import running_admin
 from wakeproxy.backends.base import Backend
 from wakeproxy.backends.factory import opened_backend
-from wakeproxy.config import Config, check_config_command, load_config
+from wakeproxy.config import Config, check_config_command, load_config, service_links
 from wakeproxy.errors import ConfigError, ListenError
 from wakeproxy.logs import configure as configure_logs
 from wakeproxy.loops import loop_factory
@@ -85,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     _platform_flags(api, domain="the proxies' preview domain", redis="announce state changes")
 
     check = commands.add_parser("check-config", help="print the effective config or its errors")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", help="default: the file WAKEPROXY_CONFIG names")
 
     health = commands.add_parser("health", help="exit 0 when the admin listener says ready")
     health.add_argument("--url", default="http://127.0.0.1:9091/readyz")
@@ -116,9 +117,22 @@ def _flags(args: argparse.Namespace) -> dict[str, object]:
     return flags
 
 
-def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def _configured(args: argparse.Namespace) -> Config:
+    """The effective config, with logging set up as it says."""
     config = load_config(args.config, os.environ, _flags(args))
     configure_logs(config.log.level, config.log.format)
+    ignored = service_links(os.environ)
+    if ignored:
+        logging.getLogger("wakeproxy").warning(
+            "ignoring environment variables that look like Kubernetes service links "
+            "(set enableServiceLinks: false in the pod spec to drop them): %s",
+            ", ".join(ignored),
+        )
+    return config
+
+
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    config = _configured(args)
     runner = asyncio.Runner(loop_factory=loop_factory())
     with runner:
         if config.proxy.workers > 1 and not args.as_worker:
@@ -204,8 +218,7 @@ def _run_until_signalled(
     describe: Callable[[T], list[str]],
 ) -> int:
     """Load the config, start `running`, print what users need, stop on SIGTERM/SIGINT."""
-    config = load_config(args.config, os.environ, _flags(args))
-    configure_logs(config.log.level, config.log.format)
+    config = _configured(args)
 
     async def main() -> int:
         stop = asyncio.Event()

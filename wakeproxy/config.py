@@ -28,6 +28,19 @@ from wakeproxy.state.urls import parse_redis_url
 from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
+CONFIG_ENV: Final = "WAKEPROXY_CONFIG"
+"""Names the TOML file when no `--config` is given."""
+SECRETS: Final = ("platform.api_key", "backend.api_key", "state.redis_url")
+"""Settings that may also come from a file, `WAKEPROXY_<SECTION>_<KEY>_FILE` (a Kubernetes
+or Docker secret mounted as a file), and that `redacted` masks."""
+
+# Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT=tcp://...` and the
+# like for each Service in its namespace (unless enableServiceLinks is false); a Service
+# named wakeproxy or wakeproxy-* yields `WAKEPROXY_*` names that are none of ours.
+_SERVICE_LINK: Final = re.compile(
+    r"WAKEPROXY(_[A-Z0-9_]+?)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+    r"|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,19 +331,26 @@ def load_config(
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, object] | None = None,
 ) -> Config:
-    """The effective configuration: flags, then env, then the TOML file at `path`, then defaults.
+    """The effective configuration: flags, then env, then the TOML file at `path` (else the
+    one `WAKEPROXY_CONFIG` names), then defaults.
 
-    `env` defaults to `os.environ`; every `WAKEPROXY_*` name in it must be a setting.
-    `flags` maps key paths (`"proxy.listen"`) to typed values or strings; None means
-    the flag was not given. Raises `ConfigError` listing every problem found.
+    `env` defaults to `os.environ`; every `WAKEPROXY_*` name in it must be a setting, the
+    `_FILE` form of a secret, `WAKEPROXY_CONFIG` or a Kubernetes service link (ignored,
+    see `service_links`). `flags` maps key paths (`"proxy.listen"`) to typed values or
+    strings; None means the flag was not given. Raises `ConfigError` listing every problem.
     """
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_ENV):
+        path = env[CONFIG_ENV]
     config = configload.load(
         Config,
         path=path,
-        env=os.environ if env is None else env,
+        env=env,
         flags=flags or {},
         prefix=ENV_PREFIX,
         checks=CHECKS,
+        secrets=SECRETS,
+        ignore_env=lambda name: name == CONFIG_ENV or _SERVICE_LINK.fullmatch(name) is not None,
     )
     problems = _contradictions(config)
     if problems:
@@ -338,12 +358,21 @@ def load_config(
     return config
 
 
+def service_links(env: Mapping[str, str]) -> list[str]:
+    """The `WAKEPROXY_*` names in `env` that `load_config` passes over as Kubernetes
+    service links, for one warning at startup."""
+    envs = {setting.env for setting in configload.settings(Config, ENV_PREFIX).values()}
+    return sorted(
+        name for name in env if name not in envs and _SERVICE_LINK.fullmatch(name) is not None
+    )
+
+
 def config_to_toml(config: Config) -> str:
     """TOML text that `load_config` reads back into an equal `Config`."""
     return configload.to_toml(config)
 
 
-def check_config_command(path: str, env: Mapping[str, str]) -> tuple[int, str]:
+def check_config_command(path: str | None, env: Mapping[str, str]) -> tuple[int, str]:
     """`wakeproxy check-config FILE`: exit status and the text to print.
 
     0 and the effective configuration as TOML, or 1 and one `key.path: reason` line per problem.

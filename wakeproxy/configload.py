@@ -29,7 +29,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar, cast
 
@@ -79,12 +79,17 @@ def load(
     flags: Mapping[str, object],
     prefix: str,
     checks: Mapping[str, Check],
+    secrets: Collection[str] = (),
+    ignore_env: Callable[[str], bool] = lambda name: False,
 ) -> T:
     """Build `root` from defaults < file < env < flags; raise ConfigError with every problem.
 
     `checks` maps schema key paths (no list indexes: `wake.no_wake.path`) to the check that
     runs on each converted value that is not None. A flag whose value is None is treated as
-    not given, so an argparse namespace can be passed as is.
+    not given, so an argparse namespace can be passed as is. Each setting in `secrets` may
+    also be given as `<ENV>_FILE`, naming a file that holds the value (so it shows neither
+    in the process list nor in the environment). `<PREFIX>_*` names that are no setting are
+    an error unless `ignore_env` accepts them.
     """
     table = settings(root, prefix)
     known = {path for setting in table.values() for path in _paths(setting.hint, setting.path)}
@@ -95,7 +100,10 @@ def load(
     values: dict[str, object] = {}
     if path is not None:
         values.update(_read_file(path, root, checks, problems))
-    values.update(_read_env(env, table, prefix, checks, problems))
+    if set(secrets) - table.keys():
+        raise TypeError(f"secrets that are no settings: {sorted(set(secrets) - table.keys())}")
+    sources = _EnvSources(table, prefix, secrets, ignore_env)
+    values.update(_read_env(env, sources, checks, problems))
     values.update(_read_flags(flags, table, checks, problems))
     built = _build(root, "", values, None, problems)
     if problems:
@@ -210,27 +218,62 @@ def _read_table(
             reader.report(path, f"expected a table [{path}], got {_describe(raw)}")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _EnvSources:
+    """What the environment may say: settings by name, `*_FILE` forms of secrets, and
+    names to pass over."""
+
+    table: Mapping[str, Setting]
+    prefix: str
+    secrets: Collection[str]
+    ignore: Callable[[str], bool]
+
+    def by_env(self) -> dict[str, Setting]:
+        return {setting.env: setting for setting in self.table.values()}
+
+    def by_file_env(self) -> dict[str, Setting]:
+        return {self.table[path].env + "_FILE": self.table[path] for path in self.secrets}
+
+
 def _read_env(
-    env: Mapping[str, str],
-    table: Mapping[str, Setting],
-    prefix: str,
-    checks: Mapping[str, Check],
-    problems: Problems,
+    env: Mapping[str, str], sources: _EnvSources, checks: Mapping[str, Check], problems: Problems
 ) -> dict[str, object]:
-    by_env = {setting.env: setting for setting in table.values()}
+    by_env = sources.by_env()
+    by_file_env = sources.by_file_env()
     values: dict[str, object] = {}
     for name in sorted(env):
-        if not name.startswith(prefix + "_"):
+        if not name.startswith(sources.prefix + "_"):
             continue
-        setting = by_env.get(name)
+        setting, raw = by_env.get(name), env.get(name)
+        if setting is None and name in by_file_env:
+            setting = by_file_env[name]
+            raw = _read_secret(name, env[name], setting.env in env, problems)
         if setting is None:
-            problems.append((name, _unknown("environment variable", name, by_env)))
+            if not sources.ignore(name):
+                problems.append((name, _unknown("environment variable", name, by_env)))
+            continue
+        if raw is None:
             continue
         reader = _Reader(checks, problems, f"env {name}")
-        value = reader.field(setting.hint, env[name], setting.path, text=True)
+        value = reader.field(setting.hint, raw, setting.path, text=True)
         if value is not _SKIP:
             values[setting.path] = value
     return values
+
+
+def _read_secret(name: str, path: str, also_plain: bool, problems: Problems) -> str | None:
+    """The contents of the file `<ENV>_FILE` names, without the trailing newline that
+    `echo` and most editors leave; None once the problem is recorded."""
+    if also_plain:
+        problems.append((name, f"set {name} or {name.removesuffix('_FILE')}, not both"))
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        problems.append((name, f"cannot read the secret file {path!r}: {reason}"))
+        return None
 
 
 def _read_flags(

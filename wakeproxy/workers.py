@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from prometheus_client.multiprocess import mark_process_dead
 
 from wakeproxy.admin import running_admin
-from wakeproxy.backends.factory import build_backend
+from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config
 from wakeproxy.metrics import multiprocess_registry
 from wakeproxy.readiness import Readiness, backend_check
@@ -66,10 +66,13 @@ class Supervisor:
         self._metrics_dir = tempfile.mkdtemp(prefix="wakeproxy-metrics-")
         readiness = Readiness()
         readiness.check("workers", self._workers_state)
-        readiness.check("backend", backend_check(build_backend(self._config.backend)))
         registry = multiprocess_registry(self._metrics_dir)
         try:
-            async with running_admin(self._config.admin.listen, readiness, registry) as admin:
+            async with (
+                opened_backend(self._config.backend) as backend,
+                running_admin(self._config.admin.listen, readiness, registry) as admin,
+            ):
+                readiness.check("backend", backend_check(backend))
                 keepers = [
                     asyncio.create_task(self._keep(index, listen))
                     for index in range(self._config.proxy.workers)

@@ -1,4 +1,4 @@
-"""Build the configured backend."""
+"""Build the configured backend: the one place that turns `backend.kind` into a driver."""
 
 from __future__ import annotations
 
@@ -12,19 +12,16 @@ from wakeproxy.config import BackendConfig
 from wakeproxy.errors import ConfigError
 
 
-def build_backend(config: BackendConfig) -> Backend:
-    if config.kind == "static":
-        return StaticBackend(config.static_host, config.static_sandboxes)
-    raise ConfigError([("backend.kind", f"backend {config.kind!r} is not available")])
-
-
 @asynccontextmanager
 async def opened_backend(config: BackendConfig) -> AsyncIterator[Backend]:
     """The configured backend, with whatever it holds open (the http backend's client
-    session) closed when the block exits."""
-    if config.kind != "http":
-        yield build_backend(config)
+    session) closed when the block exits. `local` is not built here: `wakeproxy up` owns
+    the embedded platform and hands its backend to the proxy itself."""
+    if config.kind == "static":
+        yield StaticBackend(config.static_host, config.static_sandboxes)
         return
+    if config.kind != "http":
+        raise ConfigError([("backend.kind", f"backend {config.kind!r} is not available")])
     remote = HttpBackend(
         config.url,
         api_key=config.api_key,
