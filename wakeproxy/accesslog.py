@@ -10,8 +10,11 @@ several times what the hand-made JSON line below costs (it is the same JSON).
 Fields: `method`, `path` (no query string: queries carry tokens), `status`, `bytes` (the
 response body), `duration` (seconds), and when known `sandbox` and `port`. A request
 held for a wake also has `held` (seconds) and `wake_trigger` (true when its arrival
-started the wake); a WebSocket session has `websocket: true` and lasts as long as the
-session. `log.access = false` turns the access log off; `log.level` does not affect it.
+started the wake, whether it was then forwarded or not); a WebSocket session has
+`websocket: true` and lasts as long as the session. A request the proxy answered itself
+has `reason`, the same word as its JSON error's `reason` and the label of
+`wakeproxy_rejected_total` (or of the relay's failure: `upstream_closed`, `port_not_open`,
+`upstream_timeout`). `log.access = false` turns the access log off; `log.level` does not affect it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ _quote = json.encoder.encode_basestring_ascii
 _PREFIX = f', "level": "info", "logger": "{ACCESS_LOGGER}", "msg": "request", "method": '
 
 _Entry: TypeAlias = tuple[
-    float, str, str, int, int, float, str | None, int | None, float, bool, bool
+    float, str, str, int, int, float, str | None, int | None, float, bool, bool, str | None
 ]
 
 
@@ -57,12 +60,13 @@ class AccessLog:
         held_for: float,
         triggered: bool,
         websocket: bool,
+        reason: str | None = None,
     ) -> None:
         """Note one finished request; its line is written within `_DELAY` seconds."""
         pending = self._pending
         pending.append(
             (time.time(), method, path, status, body_bytes, seconds, sandbox_id, port,
-             held_for, triggered, websocket)
+             held_for, triggered, websocket, reason)
         )  # fmt: skip
         if len(pending) >= _BATCH:
             self.flush()
@@ -86,7 +90,7 @@ class AccessLog:
 def _json_line(entry: _Entry) -> str:
     """The line `logs.json_line` makes for this entry (equal as JSON), made much faster."""
     (at, method, path, status, body_bytes, seconds, sandbox_id, port,
-     held_for, triggered, websocket) = entry  # fmt: skip
+     held_for, triggered, websocket, reason) = entry  # fmt: skip
     # Fixed-point formatting: `round(x, 6)` alone costs more than the rest of the line.
     line = (
         f'{{"ts": {at:.6f}{_PREFIX}{_quote(method)}, "path": {_quote(path)}, '
@@ -99,12 +103,14 @@ def _json_line(entry: _Entry) -> str:
         line += f', "held": {held_for:.6f}, "wake_trigger": {trigger}'
     if websocket:
         line += ', "websocket": true'
+    if reason is not None:
+        line += f', "reason": "{reason}"'  # a fixed word of ours, never client input
     return line + "}\n"
 
 
 def _text_line(entry: _Entry) -> str:
     (at, method, path, status, body_bytes, seconds, sandbox_id, port,
-     held_for, triggered, websocket) = entry  # fmt: skip
+     held_for, triggered, websocket, reason) = entry  # fmt: skip
     fields: dict[str, object] = {
         "method": method,
         "path": path,
@@ -120,4 +126,6 @@ def _text_line(entry: _Entry) -> str:
         fields["wake_trigger"] = triggered
     if websocket:
         fields["websocket"] = True
+    if reason is not None:
+        fields["reason"] = reason
     return text_line(at, "info", "request", fields) + "\n"

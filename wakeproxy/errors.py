@@ -12,15 +12,24 @@
         │   ├── NotFound            sandbox unknown or killed                  → 502
         │   ├── NotAllowed          paused with auto-resume off, bad creds     → 409
         │   ├── Conflict            still transitioning                        → 503
+        │   │   ├── PauseInProgress a pause outlasted the transition budget
+        │   │   └── ResumeInProgress  a resume elsewhere outlasted it
         │   ├── Unavailable         backend down or timed out                  → 503
+        │   │   ├── LookupTimeout   no answer whether the sandbox exists in time
+        │   │   ├── WakeFailed      the resume (or its port's address) failed
+        │   │   └── ShuttingDown    the proxy is stopping
         │   └── LimitExceeded       backend refuses more work                  → 503
-        ├── Overloaded              held-request limit or no-wake rule         → 503
+        ├── Overloaded              held-request limit                         → 503
+        ├── NotWoken                a no-wake rule matched, sandbox not running → 503
         ├── WakeTimeout             wake still running at the hold deadline    → 503
         ├── PortNotOpen             upstream refused the connection            → 502
+        ├── UpstreamClosed          upstream closed or spoke no HTTP before its head → 502
         └── UpstreamTimeout         upstream did not answer in time            → 504
 
-Every `ProxyError` carries the HTTP status and a message that tells the client what
-to do; `wakeproxy.proxy.responses` renders it as JSON or as a small HTML page.
+Every `ProxyError` carries the HTTP status, a `reason` that names what happened (the
+JSON's `reason`, the label of `wakeproxy_rejected_total`, the access log's `reason`) and a
+message that tells the client what to do; `wakeproxy.proxy.responses` renders it as JSON
+or as a small HTML page.
 Library errors (`aiohttp.ClientError`, `redis.RedisError`, `OSError`) are translated
 into this tree where they enter wakeproxy's code, never further in.
 """
@@ -60,6 +69,8 @@ class ProxyError(WakeproxyError):
     retry_after: float | None = None
     held_for: float = 0.0
     """Seconds the request was held for a wake before it got this answer (0: not held)."""
+    wake_trigger: bool = False
+    """The request's arrival started the wake that ended in this answer."""
 
     def __init__(
         self,
@@ -115,10 +126,30 @@ class Conflict(BackendError):
     retry_after = 1.0
 
 
+class PauseInProgress(Conflict):
+    reason = "pause_in_progress"
+
+
+class ResumeInProgress(Conflict):
+    reason = "resume_in_progress"
+
+
 class Unavailable(BackendError):
     status = 503
     reason = "backend_unavailable"
     retry_after = 2.0
+
+
+class LookupTimeout(Unavailable):
+    reason = "lookup_timeout"
+
+
+class WakeFailed(Unavailable):
+    reason = "wake_failed"
+
+
+class ShuttingDown(Unavailable):
+    reason = "shutting_down"
 
 
 class LimitExceeded(BackendError):
@@ -129,8 +160,16 @@ class LimitExceeded(BackendError):
 
 class Overloaded(ProxyError):
     status = 503
-    reason = "overloaded"
+    reason = "hold_queue_full"
     retry_after = 2.0
+
+
+class NotWoken(ProxyError):
+    """A no-wake rule matched a request for a sandbox that is not running. No Retry-After:
+    asking again does not help until other traffic wakes the sandbox."""
+
+    status = 503
+    reason = "no_wake_rule"
 
 
 class WakeTimeout(ProxyError):
@@ -142,6 +181,11 @@ class WakeTimeout(ProxyError):
 class PortNotOpen(ProxyError):
     status = 502
     reason = "port_not_open"
+
+
+class UpstreamClosed(ProxyError):
+    status = 502
+    reason = "upstream_closed"
 
 
 class UpstreamTimeout(ProxyError):

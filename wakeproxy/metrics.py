@@ -95,7 +95,8 @@ class Metrics:
         self._rejected = Counter(
             "wakeproxy_rejected",
             "Requests the proxy answered itself instead of forwarding them, by reason "
-            "(the `reason` of its JSON error: overloaded, forbidden, bad_request, …).",
+            "(the `reason` of its JSON error: no_wake_rule, hold_queue_full, wake_failed, "
+            "lookup_timeout, forbidden, bad_request, …).",
             ["reason"],
             registry=registry,
         )

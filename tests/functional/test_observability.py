@@ -23,11 +23,13 @@ from wakescene import SANDBOX, until, wake_scene
 
 from wakeproxy.accesslog import ACCESS_LOGGER
 from wakeproxy.admin import running_admin
+from wakeproxy.backends.base import SandboxState
+from wakeproxy.errors import Unavailable
 from wakeproxy.metrics import Metrics
 from wakeproxy.proxy.headers import WAIT_HEADER
 from wakeproxy.readiness import Readiness
 from wakeproxy.server import Listening
-from wakeproxy.wake import WakeSettings
+from wakeproxy.wake import NoWakeRule, WakeSettings
 
 
 def sample(metrics: Metrics | None, name: str, **labels: str) -> float:
@@ -205,3 +207,101 @@ async def test_serve_writes_one_json_access_line_per_request_unless_turned_off(
     assert '"path": "/count"' in lines[0]  # never the query string
     assert "secret" not in lines[0]
     assert f'"port": {upstream.port}' in lines[0]
+
+
+# -- failed wakes, reasons and who waited -----------------------------------------------------
+
+
+async def test_a_failed_wake_is_logged_once_and_its_trigger_is_marked_in_the_access_log(
+    start_proxy: StartProxy,
+    upstream: Upstream,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    access = AccessLines(capsys)
+    async with wake_scene(start_proxy, upstream) as scene:
+        scene.backend.resume_errors.append(Unavailable("backend.resume timed out after 30s"))
+        first = scene.sent("GET", "/count?n=0")
+        await scene.until_held(1)
+        second = scene.sent("GET", "/count?n=1")
+        await scene.until_held(2)
+        scene.gate.set()
+        replies = await asyncio.gather(first, second)
+        await until(lambda: len(access.read()) == 2, "two access-log lines")
+        metrics = scene.proxy.metrics
+    assert [reply.json()["reason"] for reply in replies] == ["wake_failed", "wake_failed"]
+    assert all(WAIT_HEADER in reply.headers for reply in replies)  # they did wait
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "wake_failed"]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    [failure] = failures
+    assert failure.levelname == "WARNING"
+    assert (failure.sandbox, failure.phase, failure.result) == (SANDBOX, "resume", "failed")  # type: ignore[attr-defined]
+    assert failure.duration >= 0  # type: ignore[attr-defined]
+    assert "backend.resume timed out after 30s" in failure.cause  # type: ignore[attr-defined]
+    lines = sorted(access.lines, key=lambda line: not line["wake_trigger"])
+    assert [line["wake_trigger"] for line in lines] == [True, False]
+    assert {line["reason"] for line in lines} == {"wake_failed"}
+    assert sample(metrics, "wakeproxy_wakes_total", result="failed") == 1
+    assert sample(metrics, "wakeproxy_rejected_total", reason="wake_failed") == 2
+
+
+async def test_a_no_wake_rule_says_so_in_the_json_the_metrics_and_the_access_log(
+    start_proxy: StartProxy, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = AccessLines(capsys)
+    settings = WakeSettings(no_wake=(NoWakeRule(user_agent="Prometheus/*"),))
+    async with wake_scene(start_proxy, upstream, settings=settings) as scene:
+        reply = await scene.send("GET", "/metrics", headers={"User-Agent": "Prometheus/2.53"})
+        await until(lambda: len(access.read()) == 1, "one access-log line")
+        metrics = scene.proxy.metrics
+    assert (reply.status, reply.json()["reason"]) == (503, "no_wake_rule")
+    assert WAIT_HEADER not in reply.headers
+    assert "Server-Timing" not in reply.headers
+    [line] = access.lines
+    assert (line["status"], line["reason"]) == (503, "no_wake_rule")
+    assert "held" not in line
+    assert sample(metrics, "wakeproxy_rejected_total", reason="no_wake_rule") == 1
+    assert sample(metrics, "wakeproxy_rejected_total", reason="hold_queue_full") == 0
+    assert scene.backend.total_resumes == 0
+
+
+async def test_lookups_of_unknown_ids_are_never_held_requests(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    settings = WakeSettings(max_held_total=8)
+    async with wake_scene(start_proxy, upstream, settings=settings) as scene:
+        scene.backend.get_gate = gate = asyncio.Event()
+        unknown = [f"nobody{n}" for n in range(30)]
+        requests = [scene.sent("GET", "/", host=scene.host(sid)) for sid in unknown]
+        # Every lookup is under way at once, and none of them is a held request.
+        await until(lambda: sum(scene.backend.get_calls[s] for s in unknown) == 30, "30 lookups")
+        assert scene.held == 0
+        gate.set()
+        replies = await asyncio.gather(*requests)
+        metrics = scene.proxy.metrics
+    assert {(reply.status, reply.json()["reason"]) for reply in replies} == {
+        (502, "sandbox_not_found")
+    }
+    assert not any(WAIT_HEADER in reply.headers for reply in replies)
+    assert sample(metrics, "wakeproxy_rejected_total", reason="sandbox_not_found") == 30
+    assert sample(metrics, "wakeproxy_rejected_total", reason="hold_queue_full") == 0
+    assert sample(metrics, "wakeproxy_hold_duration_seconds_count") == 0
+
+
+async def test_responses_that_did_not_wait_for_a_wake_have_no_wait_headers(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    closed = free_port()
+    async with wake_scene(start_proxy, upstream, state=SandboxState.RUNNING) as scene:
+        scene.backend.get_gate = gate = asyncio.Event()
+        # The first request after a start waits for a lookup of a running sandbox.
+        first = scene.sent("GET", "/count")
+        await until(lambda: scene.backend.get_calls[SANDBOX] == 1, "the lookup")
+        gate.set()
+        looked_up = await first
+        refused = await scene.send("GET", "/", host=host_for(closed, SANDBOX))
+    assert looked_up.status == 200
+    assert (refused.status, refused.json()["reason"]) == (502, "port_not_open")
+    for reply in (looked_up, refused):
+        assert WAIT_HEADER not in reply.headers
+        assert "Server-Timing" not in reply.headers

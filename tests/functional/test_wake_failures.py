@@ -21,6 +21,7 @@ from wakescene import SANDBOX, assert_retry_later, until, wake_scene
 
 from wakeproxy.backends.base import SandboxState
 from wakeproxy.errors import Unavailable
+from wakeproxy.proxy.headers import WAIT_HEADER
 from wakeproxy.wake import NoWakeRule, WakeSettings
 from wakeproxy.wake.table import Phase
 
@@ -41,7 +42,7 @@ async def test_a_failed_resume_is_503_for_every_held_request_and_a_later_one_wak
         await scene.until_held(5)
         scene.gate.set()
         for reply in await asyncio.gather(*held):
-            document = assert_retry_later(reply, "backend_unavailable")
+            document = assert_retry_later(reply, "wake_failed")
             assert "the platform is busy" in document["message"]
             assert document["sandboxId"] == SANDBOX
         assert scene.held == 0
@@ -104,7 +105,7 @@ async def test_requests_beyond_the_held_limit_get_503_and_the_held_ones_are_serv
         turned_away = [task.result() for task in requests if task.done()]
         waiting = [task for task in requests if not task.done()]
         for reply in turned_away:
-            document = assert_retry_later(reply, "overloaded")
+            document = assert_retry_later(reply, "hold_queue_full")
             assert "Too many requests" in document["message"]
         scene.gate.set()
         served = await asyncio.gather(*waiting)
@@ -126,8 +127,12 @@ async def test_a_no_wake_request_leaves_a_paused_sandbox_asleep_but_reaches_a_ru
         scene.gate.set()
         for _ in range(2):  # the first is answered after a look-up, the second from memory
             reply = await scene.send("GET", "/count", headers=PROMETHEUS)
-            document = assert_retry_later(reply, "overloaded")
-            assert "does not wake it" in document["message"]
+            assert reply.status == 503
+            assert reply.json()["reason"] == "no_wake_rule"
+            assert "does not wake it" in reply.json()["message"]
+            # Asking again does not help until something else wakes it; it did not wait.
+            assert "Retry-After" not in reply.headers
+            assert WAIT_HEADER not in reply.headers
         assert scene.backend.total_resumes == 0
         assert scene.backend.sandboxes[SANDBOX].state is SandboxState.PAUSED
 

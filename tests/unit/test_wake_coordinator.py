@@ -16,6 +16,7 @@ from wakeproxy.backends.base import SandboxState, Upstream
 from wakeproxy.errors import (
     NotAllowed,
     NotFound,
+    NotWoken,
     Overloaded,
     PortNotOpen,
     Unavailable,
@@ -301,9 +302,14 @@ async def test_held_requests_beyond_the_total_limit_are_503(
     coordinator = make(max_held_total=2)
     tasks = hold(coordinator, 1, "a") + hold(coordinator, 1, "b")
     await until(lambda: coordinator.held_total == 2)
-    with pytest.raises(Overloaded):
-        await coordinator.acquire("c", PORT)
-    assert backend.get_calls["c"] == 0
+    with pytest.raises(Overloaded) as raised:
+        await coordinator.acquire("a", PORT)
+    assert raised.value.reason == "hold_queue_full"
+    # Lookups are not holds for a wake: unknown ids get their own answer, not the limit's.
+    for unknown in ("x", "y", "z"):
+        with pytest.raises(NotFound):
+            await coordinator.acquire(unknown, PORT)
+    assert coordinator.held_total == 2
     backend.resume_gate.set()
     await asyncio.gather(*tasks)
 
@@ -354,9 +360,9 @@ async def test_a_no_wake_request_leaves_a_paused_sandbox_paused(
     backend.add("a", S.PAUSED)
     backend.add("b")
     coordinator = make()
-    with pytest.raises(Overloaded) as raised:
+    with pytest.raises(NotWoken) as raised:
         await coordinator.acquire("a", PORT, wake_allowed=False)
-    assert raised.value.status == 503
+    assert (raised.value.status, raised.value.reason) == (503, "no_wake_rule")
     assert backend.resume_calls["a"] == 0
     assert (await coordinator.acquire("b", PORT, wake_allowed=False)).upstream
 

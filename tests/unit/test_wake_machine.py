@@ -11,11 +11,15 @@ from wakeproxy.backends.base import Lifecycle, SandboxInfo, SandboxState
 from wakeproxy.errors import (
     Conflict,
     Forbidden,
+    LookupTimeout,
     NotAllowed,
     NotFound,
+    NotWoken,
     Overloaded,
+    PauseInProgress,
     PortNotOpen,
     Unavailable,
+    WakeFailed,
     WakeTimeout,
 )
 from wakeproxy.wake.events import (
@@ -75,10 +79,9 @@ def arrive(
     port: int = PORT,
     navigation: bool = False,
     wake_allowed: bool = True,
-    total_held: int = 0,
 ) -> RequestArrived:
     deadline = now + SETTINGS.hold_timeout
-    return RequestArrived(rid, port, deadline, navigation, wake_allowed, total_held)
+    return RequestArrived(rid, port, deadline, navigation, wake_allowed)
 
 
 def rejected(decisions: list[Decision]) -> dict[int, Reject]:
@@ -155,7 +158,7 @@ SETUPS: dict[str, tuple[Phase, Setup]] = {
 SAMPLES: dict[str, Event] = {
     "request": arrive(9, 1.0),
     "request, no-wake": arrive(9, 1.0, wake_allowed=False),
-    "request, too many held": arrive(9, 1.0, total_held=SETTINGS.max_held_total),
+    "request, too many held": arrive(9, 1.0),  # handled with `total_held` at the limit
     "request, knowledge expired": arrive(9, 100.0),
     "report running": BackendReported(info(S.RUNNING, version=3)),
     "report paused": BackendReported(info(S.PAUSED, version=3)),
@@ -198,7 +201,8 @@ def test_every_phase_and_event_stays_on_the_table() -> None:
             held_before = m.held
             left = isinstance(event, ClientGone) and m.holds(event.rid)
             now = 100.0 if sample_name == "request, knowledge expired" else 1.0
-            decisions = m.handle(event, now)
+            total = SETTINGS.max_held_total if sample_name == "request, too many held" else 0
+            decisions = m.handle(event, now, total)
             allowed = TRANSITIONS[phase].get(type(event), frozenset({phase}))
             assert m.phase in allowed, (setup_name, sample_name, m.phase)
             assert m.held == 0 or m.phase not in RESTING, (setup_name, sample_name)
@@ -309,14 +313,17 @@ def test_the_woken_sandbox_is_probed_per_port_and_requests_released_per_port() -
     woke = info(S.RUNNING, version=2)
     assert m.handle(ResumeSucceeded(woke), 1.0) == [ProbePort(PORT, woke), ProbePort(8080, woke)]
     assert m.phase is Phase.READYING
-    assert m.handle(PortReady(PORT), 1.1) == [Forward(1, woke, triggered=True), Forward(2, woke)]
+    assert m.handle(PortReady(PORT), 1.1) == [
+        Forward(1, woke, triggered=True, waited=True),
+        Forward(2, woke, waited=True),
+    ]
     assert m.handle(arrive(4, 1.2), 1.2) == [Forward(4, woke)]  # that port is known to answer
     assert m.handle(arrive(5, 1.2, port=9000), 1.2) == [
         Hold(5, 61.2, joined=True),
         ProbePort(9000, woke),
     ]
-    assert m.handle(PortReady(8080), 1.3) == [Forward(3, woke)]
-    assert m.handle(PortReady(9000), 1.4) == [Forward(5, woke), Cache(woke, 6.4)]
+    assert m.handle(PortReady(8080), 1.3) == [Forward(3, woke, waited=True)]
+    assert m.handle(PortReady(9000), 1.4) == [Forward(5, woke, waited=True), Cache(woke, 6.4)]
     assert (m.phase, m.held) == (Phase.RUNNING, 0)
 
 
@@ -387,13 +394,14 @@ def test_a_foreign_resume_that_ends_paused_is_followed_by_our_own() -> None:
     assert m.handle(BackendReported(info(S.PAUSED, version=3)), 0.2) == [StartResume()]
 
 
-def test_a_transition_that_outlasts_its_budget_is_503_conflict() -> None:
+def test_a_transition_that_outlasts_its_budget_is_503_conflict_saying_which() -> None:
     m = SandboxMachine(SID, SETTINGS)
     m.handle(arrive(1), 0.0)
     m.handle(BackendReported(info(S.PAUSING)), 0.1)
     decisions = m.handle(TransitionTimedOut(), 30.2)
-    assert rejected(decisions)[1].error is Conflict
-    assert Conflict.status == 503
+    assert rejected(decisions)[1].error is PauseInProgress
+    assert (PauseInProgress.status, PauseInProgress.reason) == (503, "pause_in_progress")
+    assert issubclass(PauseInProgress, Conflict)
     assert m.phase is Phase.IDLE
 
 
@@ -410,9 +418,12 @@ def test_a_transient_resume_failure_is_503_for_every_waiter_and_the_next_request
     m, _ = waking_machine(1, 2)
     decisions = m.handle(ResumeFailed(Failure.TRANSIENT, "backend timed out"), 1.0)
     assert set(rejected(decisions)) == {1, 2}
-    assert {r.error for r in rejected(decisions).values()} == {Unavailable}
-    assert Unavailable.status == 503
+    assert {r.error for r in rejected(decisions).values()} == {WakeFailed}
+    assert (WakeFailed.status, WakeFailed.reason) == (503, "wake_failed")
     assert "backend timed out" in rejected(decisions)[1].message
+    # The request whose arrival started the wake is named as its trigger, the other not.
+    assert {r.rid: r.triggered for r in rejected(decisions).values()} == {1: True, 2: False}
+    assert all(r.waited for r in rejected(decisions).values())
     assert (m.phase, m.held) == (Phase.IDLE, 0)
     assert m.handle(arrive(3, 1.1), 1.1) == [Hold(3, 61.1), Lookup()]
     assert m.handle(BackendReported(info(S.PAUSED)), 1.2) == [StartResume()]
@@ -437,14 +448,17 @@ def test_a_resume_the_backend_refuses_is_409() -> None:
 def test_a_resume_that_leaves_it_paused_is_503() -> None:
     m, _ = waking_machine(1)
     assert rejected(m.handle(ResumeSucceeded(info(S.PAUSED, version=2)), 1.0))[1].error is (
-        Unavailable
+        WakeFailed
     )
 
 
 def test_a_failed_lookup_is_503_for_its_waiters() -> None:
     m = SandboxMachine(SID, SETTINGS)
     m.handle(arrive(1), 0.0)
-    assert rejected(m.handle(LookupFailed(Failure.TRANSIENT, "down"), 0.1))[1].error is Unavailable
+    [reject] = m.handle(LookupFailed(Failure.TRANSIENT, "down"), 0.1)
+    assert isinstance(reject, Reject)
+    assert (reject.error, reject.waited, reject.triggered) == (Unavailable, False, False)
+    assert "Could not look up" in reject.message
     assert m.phase is Phase.IDLE
 
 
@@ -492,7 +506,8 @@ def test_a_killed_report_while_readying_fails_the_held_requests() -> None:
 def test_the_hold_deadline_is_503_wake_timeout_and_the_wake_goes_on() -> None:
     m, _ = waking_machine(1, 2)
     decisions = m.handle(HoldExpired(1), 60.0)
-    assert decisions == [Reject(1, WakeTimeout, f"Sandbox {SID} is still waking up")]
+    text = f"Sandbox {SID} is still waking up"
+    assert decisions == [Reject(1, WakeTimeout, text, triggered=True, waited=True)]
     assert WakeTimeout.status == 503
     assert WakeTimeout.retry_after
     assert m.phase is Phase.WAKING
@@ -500,10 +515,13 @@ def test_the_hold_deadline_is_503_wake_timeout_and_the_wake_goes_on() -> None:
     assert m.handle(HoldExpired(1), 60.1) == []  # already answered
 
 
-def test_a_lookup_that_outlasts_the_hold_is_503_unavailable() -> None:
+def test_a_lookup_that_outlasts_the_hold_is_503_lookup_timeout() -> None:
     m = SandboxMachine(SID, SETTINGS)
     m.handle(arrive(1), 0.0)
-    assert rejected(m.handle(HoldExpired(1), 60.0))[1].error is Unavailable
+    [reject] = m.handle(HoldExpired(1), 60.0)
+    assert isinstance(reject, Reject)
+    assert (reject.error, reject.waited) == (LookupTimeout, False)
+    assert (LookupTimeout.status, LookupTimeout.reason) == (503, "lookup_timeout")
 
 
 def test_a_navigation_is_held_briefly_then_gets_the_waiting_page() -> None:
@@ -527,7 +545,7 @@ def test_a_client_that_leaves_is_dropped_and_the_wake_goes_on() -> None:
     assert m.held == 1
     woke = info(S.RUNNING, version=2)
     m.handle(ResumeSucceeded(woke), 1.0)
-    assert m.handle(PortReady(PORT), 1.1) == [Forward(2, woke), Cache(woke, 6.1)]
+    assert m.handle(PortReady(PORT), 1.1) == [Forward(2, woke, waited=True), Cache(woke, 6.1)]
 
 
 def test_a_wake_everyone_left_still_completes_without_probing() -> None:
@@ -550,9 +568,45 @@ def test_held_requests_are_limited_per_sandbox() -> None:
 
 def test_held_requests_are_limited_in_total() -> None:
     m = SandboxMachine(SID, SETTINGS)
-    decisions = m.handle(arrive(1, total_held=SETTINGS.max_held_total), 0.0)
+    m.handle(BackendReported(info(S.PAUSED)), 0.0)
+    decisions = m.handle(arrive(1), 0.0, SETTINGS.max_held_total)
     assert rejected(decisions)[1].error is Overloaded
-    assert m.phase is Phase.IDLE  # an overflow starts no lookup
+    assert Overloaded.reason == "hold_queue_full"
+    assert m.phase is Phase.PAUSED  # an overflow starts no wake
+
+
+def test_a_request_waiting_for_a_lookup_is_not_held_for_a_wake() -> None:
+    """Unknown ids and first requests after a restart wait for a lookup, not a wake: the
+    total limit does not apply to them and they are not counted as held for a wake."""
+    m = SandboxMachine(SID, SETTINGS)
+    decisions = m.handle(arrive(1), 0.0, SETTINGS.max_held_total)
+    assert decisions == [Hold(1, 60.0), Lookup()]
+    assert (m.held, m.held_for_wake) == (1, 0)
+    [reject] = m.handle(BackendReported(None), 0.1)
+    assert isinstance(reject, Reject)
+    assert (reject.error, reject.waited) == (NotFound, False)
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    assert m.handle(BackendReported(info(S.RUNNING)), 0.1)[0] == Forward(1, info(S.RUNNING))
+
+
+def test_requests_held_for_a_lookup_count_once_it_turns_into_a_wake() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(arrive(1), 0.0)
+    m.handle(arrive(2), 0.0)
+    assert m.held_for_wake == 0
+    m.handle(BackendReported(info(S.PAUSED)), 0.1)
+    assert (m.phase, m.held_for_wake) == (Phase.WAKING, 2)
+
+
+def test_a_lookup_that_turns_into_a_wake_holds_only_what_the_total_limit_leaves_room_for() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    for rid in (1, 2, 3):
+        m.handle(arrive(rid), 0.0)
+    decisions = m.handle(BackendReported(info(S.PAUSED)), 0.1, SETTINGS.max_held_total - 2)
+    assert {rid: r.error for rid, r in rejected(decisions).items()} == {3: Overloaded}
+    assert StartResume() in decisions
+    assert (m.phase, m.held_for_wake) == (Phase.WAKING, 2)
 
 
 # -- no-wake rules ----------------------------------------------------------------------------
@@ -575,7 +629,10 @@ def test_a_no_wake_request_waits_for_a_lookup_but_not_for_a_wake() -> None:
     decisions = m.handle(BackendReported(info(S.PAUSED)), 0.1)
     assert set(rejected(decisions)) == {1}
     assert StartResume() in decisions  # request 2 wakes it
-    assert rejected(m.handle(arrive(3, 0.2, wake_allowed=False), 0.2))[3].error is Overloaded
+    [reject] = m.handle(arrive(3, 0.2, wake_allowed=False), 0.2)
+    assert isinstance(reject, Reject)
+    assert reject.error is NotWoken
+    assert (NotWoken.status, NotWoken.reason, NotWoken.retry_after) == (503, "no_wake_rule", None)
 
 
 def test_a_no_wake_request_to_a_running_sandbox_is_forwarded() -> None:
@@ -598,14 +655,14 @@ def test_a_port_that_never_opens_is_502_port_is_not_open() -> None:
     assert reject.error.status == 502
     assert "port is not open" in reject.message
     assert m.phase is Phase.READYING  # port 8080 is still being probed
-    assert m.handle(PortReady(8080), 31.1)[0] == Forward(2, info(S.RUNNING, version=2))
+    assert m.handle(PortReady(8080), 31.1)[0] == Forward(2, info(S.RUNNING, version=2), waited=True)
 
 
 def test_a_port_whose_address_cannot_be_found_fails_its_requests() -> None:
     m, _ = waking_machine(1)
     m.handle(ResumeSucceeded(info(S.RUNNING, version=2)), 1.0)
     decisions = m.handle(PortFailed(PORT, Failure.TRANSIENT, "backend down"), 1.1)
-    assert rejected(decisions)[1].error is Unavailable
+    assert rejected(decisions)[1].error is WakeFailed
     assert m.phase is Phase.RUNNING
 
 

@@ -8,6 +8,7 @@ from wakeproxy.wake.events import (
     Failure,
     PortFailed,
     PortReady,
+    ResumeFailed,
     ResumeSucceeded,
     TransitionTimedOut,
 )
@@ -41,19 +42,25 @@ def test_a_second_resume_of_the_same_wake_is_not_a_new_wake() -> None:
     assert not times.start("a", 1.0)
 
 
-def test_results_say_timeout_and_failed() -> None:
+def test_results_say_timeout_and_failed_with_the_phase_and_the_cause() -> None:
     times = WakeTimes()
     times.start("a", 0.0)
     timed_out = times.observe("a", TransitionTimedOut(), IDLE, 30.0)
-    assert timed_out == FinishedWake(30.0, "timeout")
+    cause = "the sandbox was still pausing or resuming after wake.transition_budget"
+    assert timed_out == FinishedWake(30.0, "timeout", cause=cause)
+    assert timed_out.phase == "resume"
     times.start("b", 0.0)
     times.observe("b", BackendReported(RUNNING_INFO), READYING, 1.0)
     failed = times.observe("b", PortFailed(3000, Failure.TRANSIENT, "no route"), RUNNING, 2.0)
     assert failed is not None
-    assert failed.result == "failed"
+    assert (failed.result, failed.phase) == ("failed", "ready")
+    assert failed.cause == "port 3000 could not be reached: no route"
     times.start("c", 0.0)
     gone = times.observe("c", BackendReported(None), GONE, 1.0)
-    assert gone == FinishedWake(1.0, "failed")
+    assert gone == FinishedWake(1.0, "failed", cause="the sandbox was killed or is unknown")
+    times.start("d", 0.0)
+    hung = times.observe("d", ResumeFailed(Failure.TRANSIENT, "resume timed out"), IDLE, 9.0)
+    assert hung == FinishedWake(9.0, "failed", cause="the resume failed: resume timed out")
 
 
 def test_abandon_ends_every_wake_as_failed() -> None:
@@ -61,5 +68,7 @@ def test_abandon_ends_every_wake_as_failed() -> None:
     times.start("a", 0.0)
     times.observe("a", ResumeSucceeded(RUNNING_INFO), READYING, 1.0)
     times.start("b", 2.0)
-    assert [w.result for w in times.abandon(3.0)] == ["failed", "failed"]
+    abandoned = times.abandon(3.0)
+    assert [(sid, w.result) for sid, w in abandoned] == [("a", "failed"), ("b", "failed")]
+    assert abandoned[0][1].cause == "wakeproxy stopped during the wake"
     assert times.abandon(4.0) == []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wakeproxy.accesslog import AccessLog
-from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamTimeout
+from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamClosed, UpstreamTimeout
 from wakeproxy.gateway import Gateway
 from wakeproxy.proxy.headers import (
     ForwardedRules,
@@ -126,6 +126,7 @@ class Exchange:
         "_pending",
         "_raw_method",
         "_raw_origin",
+        "_reason",
         "_released",
         "_retried",
         "_services",
@@ -187,6 +188,7 @@ class Exchange:
         self._extra: Headers | None = None
         self._held_for = 0.0
         self._triggered = False
+        self._reason: str | None = None  # why the proxy answered itself, if it did
         self._in_flight = False
         self._retried = False
         self._status = 0
@@ -302,6 +304,7 @@ class Exchange:
             self._reject(error, upstream=self._in_flight)
         except Exception:
             log.exception("request failed", extra={"event": "internal_error"})
+            self._reason = "internal_error"
             self._answer(500, [(b"Content-Type", b"text/plain")], b"internal proxy error\n")
 
     async def _open(self, acquired: Acquired, target: Target, last: bool) -> Link | None:
@@ -466,7 +469,7 @@ class Exchange:
         self._services.recorder.upstream_error("closed")
         what = "did not answer with HTTP" if error == "protocol" else "closed the connection"
         self._reject(
-            ProxyError(
+            UpstreamClosed(
                 f"Port {target.port} of sandbox {target.sandbox_id} {what} before answering",
                 sandbox_id=target.sandbox_id,
             ),
@@ -511,6 +514,8 @@ class Exchange:
 
     def _waiting(self, waking: StillWaking) -> None:
         self._held_for += waking.held_for
+        self._triggered = self._triggered or waking.wake_trigger
+        self._reason = waking.reason
         self._services.recorder.rejected(waking.reason)
         retry = max(1, math.ceil(waking.retry_after or 1))
         headers = encoded(
@@ -527,6 +532,8 @@ class Exchange:
     def _reject(self, error: ProxyError, *, upstream: bool = False) -> None:
         """Answer with `error`; `upstream`: the relay's own failure, counted as such."""
         self._held_for += error.held_for
+        self._triggered = self._triggered or error.wake_trigger
+        self._reason = error.reason
         if not upstream:
             self._services.recorder.rejected(error.reason)
         rendered = render_error(error, html=wants_html(HeaderView(self.headers)))
@@ -582,6 +589,7 @@ class Exchange:
                 self._held_for,
                 self._triggered,
                 self.websocket,
+                self._reason,
             )
         if self.body_done or not self.keep_alive:
             self._release()

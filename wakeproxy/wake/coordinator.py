@@ -33,7 +33,7 @@ from wakeproxy.backends.base import (
     SharedWakes,
     Upstream,
 )
-from wakeproxy.errors import Unavailable
+from wakeproxy.errors import ShuttingDown
 from wakeproxy.wake.activity import ActivityBuffer
 from wakeproxy.wake.cache import Acquired, RouteCache
 from wakeproxy.wake.events import (
@@ -60,7 +60,7 @@ from wakeproxy.wake.jobs import Probe, WakeJobs
 from wakeproxy.wake.machine import SandboxMachine
 from wakeproxy.wake.recorder import NullRecorder, Recorder
 from wakeproxy.wake.settings import WakeSettings
-from wakeproxy.wake.table import Phase
+from wakeproxy.wake.table import WAKE_PHASES, Phase
 from wakeproxy.wake.timing import FinishedWake, WakeTimes
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,26 @@ class _Waiter:
     future: asyncio.Future[_Outcome]
     timer: asyncio.TimerHandle | None = None
     held: bool = False
+
+
+def log_failed_wake(sandbox_id: str, wake: FinishedWake) -> None:
+    """One warning per wake that did not end well, with what an operator needs to act."""
+    log.warning(
+        "wake of sandbox %s %s in the %s phase after %.3fs: %s",
+        sandbox_id,
+        "timed out" if wake.result == "timeout" else "failed",
+        wake.phase,
+        wake.seconds,
+        wake.cause,
+        extra={
+            "event": "wake_failed",
+            "sandbox": sandbox_id,
+            "result": wake.result,
+            "phase": wake.phase,
+            "duration": round(wake.seconds, 6),
+            "cause": wake.cause,
+        },
+    )
 
 
 class WakeCoordinator:
@@ -137,8 +157,8 @@ class WakeCoordinator:
     ) -> Acquired:
         """Where to forward a request for `port` of `sandbox_id`, waking the sandbox if needed.
 
-        Raises a `ProxyError`: `NotFound`, `NotAllowed`, `Overloaded` (held-request limit,
-        or `wake_allowed=False` while the sandbox is not running), `WakeTimeout` (its
+        Raises a `ProxyError`: `NotFound`, `NotAllowed`, `Overloaded` (held-request limit),
+        `NotWoken` (`wake_allowed=False` while the sandbox is not running), `WakeTimeout` (its
         subclass `StillWaking` for a `navigation` held `navigation_hold`), `PortNotOpen`,
         `Conflict` or `Unavailable`.
         """
@@ -148,7 +168,7 @@ class WakeCoordinator:
             return hit
         self._recorder.state_lookup("l1", "miss")
         if self._closed:
-            raise Unavailable("wakeproxy is shutting down", sandbox_id=sandbox_id)
+            raise ShuttingDown("wakeproxy is shutting down", sandbox_id=sandbox_id)
         now = self._clock()
         rid = next(self._rids)
         waiter = _Waiter(now, asyncio.get_running_loop().create_future())
@@ -157,36 +177,38 @@ class WakeCoordinator:
         try:
             self._dispatch(
                 sandbox_id,
-                RequestArrived(
-                    rid, port, deadline, navigation, wake_allowed, self._held_total, token
-                ),
+                RequestArrived(rid, port, deadline, navigation, wake_allowed, token),
             )
             outcome = await waiter.future
         except asyncio.CancelledError:
+            if waiter.held and self.phase(sandbox_id) in WAKE_PHASES:
+                self._recorder.hold_finished(self._clock() - waiter.arrived)
             self._dispatch(sandbox_id, ClientGone(rid))
             raise
         finally:
             del self._waiters[rid]
             if waiter.timer is not None:
                 waiter.timer.cancel()
-            if waiter.held:
-                self._recorder.hold_finished(self._clock() - waiter.arrived)
-        return await self._carry_out(sandbox_id, port, waiter, outcome)
+        # Only a wait for a wake counts as held (metrics, wait headers, access log); a
+        # wait for a lookup does not.
+        held_for = self._clock() - waiter.arrived if waiter.held and outcome.waited else 0.0
+        if held_for:
+            self._recorder.hold_finished(held_for)
+        return await self._carry_out(sandbox_id, port, held_for, outcome)
 
     async def _carry_out(
-        self, sandbox_id: str, port: int, waiter: _Waiter, outcome: _Outcome
+        self, sandbox_id: str, port: int, held_for: float, outcome: _Outcome
     ) -> Acquired:
         match outcome:
             case Forward(info=info, triggered=triggered):
                 upstream = await self._upstream(sandbox_id, info, port)
-                held_for = self._clock() - waiter.arrived if waiter.held else 0.0
                 return Acquired(upstream, info, held_for, triggered)
             case Reject(error=error, message=message, retry_after=retry_after):
                 rejection = error(message, sandbox_id=sandbox_id, retry_after=retry_after)
             case ServeWaitingPage(message=message):
                 rejection = StillWaking(message, sandbox_id=sandbox_id)
-        if waiter.held:
-            rejection.held_for = self._clock() - waiter.arrived
+        rejection.held_for = held_for
+        rejection.wake_trigger = outcome.triggered
         raise rejection
 
     async def _upstream(self, sandbox_id: str, info: SandboxInfo, port: int) -> Upstream:
@@ -257,11 +279,11 @@ class WakeCoordinator:
         machine = self._machines.get(sandbox_id)
         if machine is None:
             machine = self._machines[sandbox_id] = SandboxMachine(sandbox_id, self.settings)
-        before = machine.held
-        for decision in machine.handle(event, self._clock()):
+        before = machine.held_for_wake
+        for decision in machine.handle(event, self._clock(), self._held_total):
             self._apply(sandbox_id, decision)
-        if machine.held != before:
-            self._held_total += machine.held - before
+        if machine.held_for_wake != before:
+            self._held_total += machine.held_for_wake - before
             self._recorder.held_changed(self._held_total)
         finished = self._wake_times.observe(sandbox_id, event, machine.phase, self._clock())
         if finished is not None:
@@ -303,6 +325,8 @@ class WakeCoordinator:
         backend = self._backend
         followed = isinstance(backend, SharedWakes) and backend.followed(sandbox_id)
         self._recorder.wake_finished(wake.seconds, wake.result, wake.phases, followed=followed)
+        if wake.result != "ok" and not followed:  # the replica that resumed it logs it
+            log_failed_wake(sandbox_id, wake)
 
     def _hold(self, sandbox_id: str, rid: int, until: float) -> None:
         waiter = self._waiters[rid]
@@ -347,7 +371,7 @@ class WakeCoordinator:
         await asyncio.gather(*tasks, return_exceptions=True)
         for rid, waiter in self._waiters.items():
             if not waiter.future.done():
-                waiter.future.set_result(Reject(rid, Unavailable, "wakeproxy is shutting down"))
+                waiter.future.set_result(Reject(rid, ShuttingDown, "wakeproxy is shutting down"))
         for futures in self._ready_waiters.values():
             for future in futures:
                 if not future.done():
@@ -357,8 +381,9 @@ class WakeCoordinator:
         if self._held_total:
             self._held_total = 0
             self._recorder.held_changed(0)
-        for wake in self._wake_times.abandon(self._clock()):
+        for sandbox_id, wake in self._wake_times.abandon(self._clock()):
             self._recorder.wake_finished(wake.seconds, wake.result, wake.phases)
+            log_failed_wake(sandbox_id, wake)
         self._report_hits()
         await self._activity.flush()
 

@@ -48,7 +48,6 @@ class RequestArrived:
     deadline: float
     navigation: bool = False  # a browser navigation: held only `navigation_hold`
     wake_allowed: bool = True  # False when a no-wake rule matched
-    total_held: int = 0  # requests held for all sandboxes in this process
     token: str | None = None  # the traffic access token the request presented
 
 
@@ -161,6 +160,7 @@ class Forward:
     rid: int
     info: SandboxInfo
     triggered: bool = False  # this request's arrival started the wake
+    waited: bool = False  # it was held while a wake ran (not only for a lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +171,8 @@ class Reject:
     error: type[ProxyError]
     message: str
     retry_after: float | None = None  # None: the error class's default
+    triggered: bool = False  # this request's arrival started the wake that failed
+    waited: bool = False  # it was held while a wake ran (not only for a lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,8 @@ class ServeWaitingPage:
 
     rid: int
     message: str
+    triggered: bool = False
+    waited: bool = True  # a waiting page is served only while a wake runs
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,17 @@ from wakeproxy.backends.base import SandboxInfo, SandboxState
 from wakeproxy.errors import (
     Conflict,
     Forbidden,
+    LookupTimeout,
     NotAllowed,
     NotFound,
+    NotWoken,
     Overloaded,
+    PauseInProgress,
     PortNotOpen,
     ProxyError,
+    ResumeInProgress,
     Unavailable,
+    WakeFailed,
     WakeTimeout,
 )
 from wakeproxy.tokens import token_admits, token_refusal
@@ -99,10 +104,18 @@ class SandboxMachine:
         self._probing: set[int] = set()  # READYING: ports still being probed
         self._ready: set[int] = set()  # READYING: ports that accepted a connect
         self._trigger: int | None = None  # the request whose arrival started this wake
+        self._total_held = 0  # during `handle`: requests held for wakes by every machine
 
     @property
     def held(self) -> int:
         return len(self._held)
+
+    @property
+    def held_for_wake(self) -> int:
+        """Requests held while a wake runs. Requests waiting only for a lookup (an id
+        nobody knows yet, the first request after a restart) are not: they count against
+        no total held-request limit and get no wait headers."""
+        return len(self._held) if self.phase in WAKE_PHASES else 0
 
     def holds(self, rid: int) -> bool:
         return rid in self._held
@@ -120,8 +133,10 @@ class SandboxMachine:
             return now >= self.valid_until + self.settings.forget_after
         return self.phase is IDLE or now >= self.valid_until
 
-    def handle(self, event: Event, now: float) -> list[Decision]:
-        """Apply `event` at time `now`; return what the coordinator should do."""
+    def handle(self, event: Event, now: float, total_held: int = 0) -> list[Decision]:
+        """Apply `event` at time `now`, when `total_held` requests are held for wakes over
+        all sandboxes of this process; return what the coordinator should do."""
+        self._total_held = total_held
         before = (self.phase, self.info, self.valid_until)
         decisions = self._dispatch(event, now)
         allowed = TRANSITIONS[before[0]].get(type(event), frozenset({before[0]}))
@@ -171,11 +186,12 @@ class SandboxMachine:
             return self._request_while_paused(ev, now)
         if phase is READYING and ev.port in self._ready:
             return [Forward(ev.rid, self._known())]
-        if not ev.wake_allowed and phase in WAKE_PHASES:
+        waking = phase in WAKE_PHASES
+        if not ev.wake_allowed and waking:
             return [self._no_wake(ev.rid)]
-        if (overflow := self._overflow(ev)) is not None:
+        if (overflow := self._overflow(ev, waking)) is not None:
             return [overflow]
-        hold = self._hold(ev, now, joined=phase in WAKE_PHASES)
+        hold = self._hold(ev, now, joined=waking)
         if phase is READYING and ev.port not in self._probing:
             self._probing.add(ev.port)
             return [hold, ProbePort(ev.port, self._known())]
@@ -198,7 +214,7 @@ class SandboxMachine:
             return [self._no_wake(ev.rid)]
         if not self._known().lifecycle.auto_resume:
             return [Reject(ev.rid, NotAllowed, self._paused_message("is paused"))]
-        if (overflow := self._overflow(ev)) is not None:
+        if (overflow := self._overflow(ev, waking=True)) is not None:
             return [overflow]
         return [self._hold(ev, now, joined=False), *self._start_resume(ev.rid)]
 
@@ -209,25 +225,41 @@ class SandboxMachine:
         self._held[ev.rid] = _Held(ev.port, ev.navigation, ev.wake_allowed, ev.token)
         return Hold(ev.rid, until, joined)
 
-    def _overflow(self, ev: RequestArrived) -> Reject | None:
+    def _overflow(self, ev: RequestArrived, waking: bool) -> Reject | None:
+        """The held-request limits: the per-sandbox one bounds every request this sandbox
+        holds; the total one only requests held for a wake (`waking`), so lookups of
+        unknown ids never crowd out the wakes of real sandboxes."""
         if len(self._held) >= self.settings.max_held_per_sandbox:
             text = f"Too many requests are waiting for sandbox {self.sandbox_id} to wake"
-        elif ev.total_held >= self.settings.max_held_total:
+        elif waking and self._total_held >= self.settings.max_held_total:
             text = "Too many requests are waiting for sandboxes to wake"
         else:
             return None
         return Reject(ev.rid, Overloaded, f"{text}; retry shortly")
 
+    def _admit_to_wake(self) -> list[Decision]:
+        """A lookup's answer turns the requests that waited for it into requests held for a
+        wake: past the total limit, the later ones get 503 (`Overloaded`)."""
+        room = max(0, self.settings.max_held_total - self._total_held)
+        over = list(self._held)[room:]
+        if not over:
+            return []
+        text = "Too many requests are waiting for sandboxes to wake; retry shortly"
+        return self._reject(over, Overloaded, text)
+
     def _on_hold_expired(self, rid: int) -> list[Decision]:
         held = self._held.pop(rid, None)
         if held is None:
             return []
+        triggered, waited = rid == self._trigger, self.phase in WAKE_PHASES
         if held.navigation:
-            return [ServeWaitingPage(rid, f"Sandbox {self.sandbox_id} is waking up")]
+            text = f"Sandbox {self.sandbox_id} is waking up"
+            return [ServeWaitingPage(rid, text, triggered, waited)]
         if self.phase is LOOKING_UP:
             text = f"The backend did not say in time whether sandbox {self.sandbox_id} exists"
-            return [Reject(rid, Unavailable, text)]
-        return [Reject(rid, WakeTimeout, f"Sandbox {self.sandbox_id} is still waking up")]
+            return [Reject(rid, LookupTimeout, text)]
+        text = f"Sandbox {self.sandbox_id} is still waking up"
+        return [Reject(rid, WakeTimeout, text, None, triggered, waited)]
 
     # -- backend answers ------------------------------------------------------------------
 
@@ -272,10 +304,12 @@ class SandboxMachine:
             Forbidden,
             token_refusal(self.sandbox_id),
         )
-        decisions += self._reject_held(lambda h: not h.wake_allowed, Overloaded, self._no_wake_text)
+        decisions += self._reject_held(lambda h: not h.wake_allowed, NotWoken, self._no_wake_text)
         if state is not SandboxState.RESUMING and not info.lifecycle.auto_resume:
             doing = "is paused" if state is SandboxState.PAUSED else "is being paused"
             decisions += self._reject_held(lambda h: True, NotAllowed, self._paused_message(doing))
+        if self.phase is LOOKING_UP:
+            decisions += self._admit_to_wake()
         if not self._held:
             self._rest(info, now)
         elif state is SandboxState.PAUSED:
@@ -342,23 +376,27 @@ class SandboxMachine:
             case PortFailed(failure=Failure.NOT_FOUND):
                 return self._gone(now)
             case PortFailed(port=port, failure=failure, message=message):
-                error, text = self._failure_error(failure, message)
+                error, text = self._failure_error(failure, message, WakeFailed)
                 decisions = self._reject_held(lambda h: h.port == port, error, text)
         if not self._probing:
             decisions += self._release_all(now)
         return decisions
 
     def _on_transition_timeout(self) -> list[Decision]:
-        doing = "paused" if self.phase is PAUSING else "resumed"
+        pausing = self.phase is PAUSING
+        doing = "paused" if pausing else "resumed"
         text = f"Sandbox {self.sandbox_id} is still being {doing}; retry shortly"
-        decisions = self._reject_held(lambda h: True, Conflict, text)
+        error: type[Conflict] = PauseInProgress if pausing else ResumeInProgress
+        decisions = self._reject_held(lambda h: True, error, text)
         self._reset(IDLE)
         return decisions
 
     def _fail(self, failure: Failure, message: str, now: float) -> list[Decision]:
         if failure is Failure.NOT_FOUND:
             return self._gone(now)
-        error, text = self._failure_error(failure, message)
+        # A failed lookup says nothing about waking; a failed resume is a failed wake.
+        transient = Unavailable if self.phase is LOOKING_UP else WakeFailed
+        error, text = self._failure_error(failure, message, transient)
         decisions = self._reject_held(lambda h: True, error, text)
         self._reset(IDLE)
         return decisions
@@ -385,7 +423,8 @@ class SandboxMachine:
 
     def _forward(self, rid: int) -> Forward:
         del self._held[rid]
-        return Forward(rid, self._known(), triggered=rid == self._trigger)
+        waited = self.phase in WAKE_PHASES
+        return Forward(rid, self._known(), triggered=rid == self._trigger, waited=waited)
 
     def _rids(self, port: int) -> list[int]:
         return [rid for rid, held in self._held.items() if held.port == port]
@@ -394,12 +433,16 @@ class SandboxMachine:
         self, which: Callable[[_Held], bool], error: type[ProxyError], message: str
     ) -> list[Decision]:
         rids = [rid for rid, held in self._held.items() if which(held)]
+        return self._reject(rids, error, message)
+
+    def _reject(self, rids: list[int], error: type[ProxyError], message: str) -> list[Decision]:
         for rid in rids:
             del self._held[rid]
-        return [Reject(rid, error, message) for rid in rids]
+        waited = self.phase in WAKE_PHASES
+        return [Reject(rid, error, message, None, rid == self._trigger, waited) for rid in rids]
 
     def _no_wake(self, rid: int) -> Reject:
-        return Reject(rid, Overloaded, self._no_wake_text)
+        return Reject(rid, NotWoken, self._no_wake_text)
 
     @property
     def _no_wake_text(self) -> str:
@@ -411,10 +454,13 @@ class SandboxMachine:
             "Sandbox.connect() resumes it"
         )
 
-    def _failure_error(self, failure: Failure, message: str) -> tuple[type[ProxyError], str]:
+    def _failure_error(
+        self, failure: Failure, message: str, transient: type[Unavailable]
+    ) -> tuple[type[ProxyError], str]:
         if failure is Failure.NOT_ALLOWED:
             return NotAllowed, self._paused_message(f"was not resumed ({message})")
-        return Unavailable, f"Could not wake sandbox {self.sandbox_id}: {message}; retry shortly"
+        doing = "look up" if transient is Unavailable else "wake"
+        return transient, f"Could not {doing} sandbox {self.sandbox_id}: {message}; retry shortly"
 
     def _known(self) -> SandboxInfo:
         if self.info is None:

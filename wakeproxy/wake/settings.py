@@ -23,7 +23,8 @@ class WakeSettings:
     max_held_per_sandbox: int = 1000
     """Held requests per sandbox; the excess gets 503 (`Overloaded`)."""
     max_held_total: int = 10000
-    """Held requests over all sandboxes of this process."""
+    """Requests held for wakes over all sandboxes of this process (not those waiting only
+    for a lookup)."""
     negative_ttl: float = 2.0
     """How long an unknown or killed sandbox id is answered from memory."""
     state_ttl: float = 5.0

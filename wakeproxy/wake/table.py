@@ -86,7 +86,7 @@ _GONE: Final = frozenset({GONE})
 # phase's row leaves the phase unchanged (it may still forward, hold or reject requests).
 TRANSITIONS: Final[Mapping[Phase, Mapping[type[Event], frozenset[Phase]]]] = {
     IDLE: {
-        RequestArrived: frozenset({IDLE, LOOKING_UP}),
+        RequestArrived: frozenset({LOOKING_UP}),
         BackendReported: _TO_REST,
         SandboxKilled: _GONE,
     },
