@@ -218,7 +218,7 @@ async def test_a_failing_control_plane_gets_503_everywhere_and_no_resume_storm_a
             *(answer(session, replica, "sleepy") for replica in spread(60, proxies))
         )
         assert {(status, retry) for status, retry, _ in failed} == {(503, "2")}
-        assert {reason for _, _, reason in failed} == {"backend_unavailable"}
+        assert {reason for _, _, reason in failed} == {"wake_failed"}
         tried = control_plane.connects
         # Held requests share a failed attempt; only requests arriving after one failed
         # start another (a few at most), never one per request.

@@ -65,7 +65,7 @@ def exercise(metrics: Metrics, census: SandboxCensus) -> None:
     metrics.request_finished("http", 200, 0.004)
     metrics.request_finished("http", 503, 1.5)
     metrics.request_finished("websocket", 101, 42.0)
-    metrics.rejected("overloaded")
+    metrics.rejected("hold_queue_full")
     metrics.upstream_error("refused")
     metrics.websocket_opened()
     metrics.wake_started()
@@ -100,7 +100,7 @@ def test_every_metric_of_the_issue_is_exposed_after_its_verb() -> None:
     assert value(metrics, "wakeproxy_wake_joins_total") == 1
     assert value(metrics, "wakeproxy_held_requests") == 2
     assert value(metrics, "wakeproxy_hold_duration_seconds_count") == 1
-    assert value(metrics, "wakeproxy_rejected_total", reason="overloaded") == 1
+    assert value(metrics, "wakeproxy_rejected_total", reason="hold_queue_full") == 1
     assert value(metrics, "wakeproxy_state_lookups_total", source="l1", result="hit") == 10
     assert value(metrics, "wakeproxy_state_lookups_total", source="backend", result="paused") == 1
     assert value(metrics, "wakeproxy_redis_up") == 1
