@@ -346,6 +346,7 @@ async def test_a_port_that_never_opens_is_502_port_not_open(
         assert scene.held == 0
     assert reply.status == 502
     assert "port is not open" in reply.json()["message"]
+    assert reply.headers["Retry-After"] == "2"
     assert scene.backend.total_resumes == 1
 
 

@@ -445,6 +445,33 @@ async def test_a_port_that_never_opens_is_502_port_is_not_open(
     assert "port is not open" in raised.value.message
     assert len(probe.calls) == 3
     assert coordinator.held_total == 0
+    assert raised.value.retry_after == 2.0  # a server still starting may listen by then
+
+
+async def test_a_port_that_stayed_closed_through_a_wake_gets_a_short_budget_next_time(
+    backend: FakeBackend, make: Make
+) -> None:
+    clock = FakeClock()
+    probe = FakeProbe(refusals=None, clock=clock, step=1.0)  # each connect "takes" a second
+    backend.add("a", S.PAUSED)
+    backend.add("b", S.PAUSED)
+    coordinator = make(probe, clock=clock, readiness_budget=5.0, closed_port_budget=1.0)
+    with pytest.raises(PortNotOpen):
+        await coordinator.acquire("a", PORT)
+    assert len(probe.calls) == 5
+    for sandbox_id in ("a", "b"):
+        backend.set_state(sandbox_id, S.PAUSED)
+    coordinator.invalidate("a")
+    started = clock()
+    with pytest.raises(PortNotOpen) as raised:
+        await coordinator.acquire("a", PORT)
+    assert clock() - started <= 1.0  # one connect of the short budget, not five
+    assert len(probe.calls) == 6
+    assert raised.value.retry_after == 2.0
+    # Only that sandbox's port is remembered: another sandbox gets the full budget.
+    with pytest.raises(PortNotOpen):
+        await coordinator.acquire("b", PORT)
+    assert len(probe.calls) == 11
 
 
 async def test_a_port_is_retried_until_it_accepts(backend: FakeBackend, make: Make) -> None:

@@ -36,6 +36,7 @@ from wakeproxy.backends.base import (
 from wakeproxy.errors import ShuttingDown
 from wakeproxy.wake.activity import ActivityBuffer
 from wakeproxy.wake.cache import Acquired, RouteCache
+from wakeproxy.wake.closedports import ClosedPorts
 from wakeproxy.wake.events import (
     BackendReported,
     Cache,
@@ -134,6 +135,7 @@ class WakeCoordinator:
         self._rids = itertools.count()
         self._held_total = 0
         self._wake_times = WakeTimes()
+        self._closed_ports = ClosedPorts()
         self._l1_hits = 0  # counted on the hot path as a plain int, reported in batches
         self._closed = False
 
@@ -285,6 +287,7 @@ class WakeCoordinator:
         if machine.held_for_wake != before:
             self._held_total += machine.held_for_wake - before
             self._recorder.held_changed(self._held_total)
+        self._closed_ports.observe(sandbox_id, event)
         finished = self._wake_times.observe(sandbox_id, event, machine.phase, self._clock())
         if finished is not None:
             self._wake_finished(sandbox_id, finished)
@@ -315,7 +318,10 @@ class WakeCoordinator:
                 self._spawn((sandbox_id, "watch"), lambda: watch(sandbox_id))
             case ProbePort(port=port, info=info):
                 await_port = self._work.await_port
-                self._spawn((sandbox_id, port), lambda: await_port(sandbox_id, info, port))
+                budget = self.settings.readiness_budget
+                if self._closed_ports.closed(sandbox_id, port):
+                    budget = min(budget, self.settings.closed_port_budget)
+                self._spawn((sandbox_id, port), lambda: await_port(sandbox_id, info, port, budget))
             case Cache(info=info, fresh_until=fresh_until):
                 self._cache.set_running(sandbox_id, info, fresh_until)
             case Uncache():

@@ -120,14 +120,17 @@ class WakeJobs:
             if isinstance(event, BackendReported):  # a failed poll: try again until the budget
                 self._report(sandbox_id, event)
 
-    async def await_port(self, sandbox_id: str, info: SandboxInfo, port: int) -> None:
-        """Connect to `port` with fast, backing-off retries until it accepts or time is up."""
+    async def await_port(
+        self, sandbox_id: str, info: SandboxInfo, port: int, budget: float
+    ) -> None:
+        """Connect to `port` with fast, backing-off retries until it accepts or `budget`
+        seconds are up."""
         upstream = await _guarded("backend.upstream", self._upstream(sandbox_id, info, port))
         if isinstance(upstream, ProxyError):
             self._report(sandbox_id, PortFailed(port, _failure(upstream), upstream.message))
             return
         settings = self._settings
-        deadline = self._clock() + settings.readiness_budget
+        deadline = self._clock() + budget
         delays = _backoff(settings.readiness_initial_delay, settings.readiness_max_delay)
         while not await self._probe_once(upstream):
             if self._phase(sandbox_id) is not READYING:

@@ -79,6 +79,9 @@ from wakeproxy.wake.table import (
 )
 
 NOT_FOUND_MESSAGE: Final = "The sandbox was not found"
+PORT_RETRY_AFTER: Final = 2.0
+"""Retry-After of a port that did not open after a wake: a server still starting may
+listen by then, and a retry of a running sandbox's closed port is answered at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +375,8 @@ class SandboxMachine:
                     f"The sandbox {self.sandbox_id} is running but port is not open: "
                     f"nothing accepted connections on port {port}"
                 )
-                decisions = self._reject_held(lambda h: h.port == port, PortNotOpen, text)
+                rids = self._rids(port)
+                decisions = self._reject(rids, PortNotOpen, text, PORT_RETRY_AFTER)
             case PortFailed(failure=Failure.NOT_FOUND):
                 return self._gone(now)
             case PortFailed(port=port, failure=failure, message=message):
@@ -435,11 +439,18 @@ class SandboxMachine:
         rids = [rid for rid, held in self._held.items() if which(held)]
         return self._reject(rids, error, message)
 
-    def _reject(self, rids: list[int], error: type[ProxyError], message: str) -> list[Decision]:
+    def _reject(
+        self,
+        rids: list[int],
+        error: type[ProxyError],
+        message: str,
+        retry_after: float | None = None,
+    ) -> list[Decision]:
         for rid in rids:
             del self._held[rid]
         waited = self.phase in WAKE_PHASES
-        return [Reject(rid, error, message, None, rid == self._trigger, waited) for rid in rids]
+        trigger = self._trigger
+        return [Reject(rid, error, message, retry_after, rid == trigger, waited) for rid in rids]
 
     def _no_wake(self, rid: int) -> Reject:
         return Reject(rid, NotWoken, self._no_wake_text)

@@ -17,6 +17,9 @@ class WakeSettings:
     """A held browser navigation gets the waiting page (`StillWaking`) after this long."""
     readiness_budget: float = 30.0
     """After a wake, how long the requested port may refuse connects before 502."""
+    closed_port_budget: float = 1.0
+    """The same, for a port that refused through the whole `readiness_budget` after an
+    earlier wake of the same sandbox (`wake.closedports`)."""
     readiness_initial_delay: float = 0.002
     """First pause between readiness connects; doubles up to `readiness_max_delay`."""
     readiness_max_delay: float = 0.1
