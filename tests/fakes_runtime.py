@@ -14,6 +14,8 @@ Controls:
                    `open_socket` connects to; anything else is refused
   ``survivors``    after a simulated platform restart (`forget`), the sandboxes that
                    `adopt` finds still alive (None: all that were alive)
+Sandboxes can end by themselves: ``end_by_itself(sandbox_id, reason)`` tells the
+`on_exit` listeners, as a real runtime does when a sandbox's root process ends.
 Observations: ``calls`` ((operation, sandbox id), in order), ``entered[op]`` (set when an
 operation begins), ``alive``, ``frozen``, ``specs`` (what `start` was given).
 """
@@ -25,7 +27,13 @@ import socket
 from collections import defaultdict
 
 from wakeproxy.backends.base import SandboxInfo, SandboxState
-from wakeproxy.platform.contracts import RuntimeInfo, SandboxSpec
+from wakeproxy.platform.contracts import (
+    ExitListener,
+    ExitReason,
+    RuntimeInfo,
+    SandboxExit,
+    SandboxSpec,
+)
 
 AGENT_PORT_WHEN_SHARED = 40_001
 
@@ -42,6 +50,7 @@ class FakeRuntime:
         self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.ports: dict[tuple[str, int], tuple[str, int]] = {}
         self.survivors: set[str] | None = None
+        self.exit_listeners: list[ExitListener] = []
         self._pid = 1000
 
     def count(self, operation: str, sandbox_id: str | None = None) -> int:
@@ -112,6 +121,16 @@ class FakeRuntime:
         await self._step("adopt", spec.sandbox_id)
         known = self.alive.get(spec.sandbox_id)
         return known is not None and known.pid == info.pid
+
+    def on_exit(self, listener: ExitListener) -> None:
+        self.exit_listeners.append(listener)
+
+    def end_by_itself(self, sandbox_id: str, reason: ExitReason = "signal") -> None:
+        """The sandbox's processes end on their own (its kill is still expected)."""
+        self.alive.pop(sandbox_id, None)
+        self.frozen.discard(sandbox_id)
+        for listener in list(self.exit_listeners):
+            listener(SandboxExit(sandbox_id, reason, f"ended ({reason})"))
 
 
 class StateLog:

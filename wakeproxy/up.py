@@ -133,6 +133,7 @@ async def _platform(
     census = SandboxCensus(metrics.registry)
     census.seed(record.info() for record in manager.records())
     unsubscribe = manager.subscribe(census.changed)
+    unsubscribe_exits = manager.subscribe_exits(census.exited)
     try:
         if settings.domain:
             config = _with_domain(config, settings.domain)
@@ -163,4 +164,5 @@ async def _platform(
             ):
                 yield RunningPlatform(proxy, api, admin, domain, settings.api_key, manager, metrics)
     finally:
+        unsubscribe_exits()
         unsubscribe()

@@ -9,50 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 from fakes import FakeClock
-from fakes_runtime import AGENT_PORT_WHEN_SHARED, FakeRuntime, StateLog
+from fakes_runtime import AGENT_PORT_WHEN_SHARED, FakeRuntime
+from managed import T0, Platform, asked, expire, started
 
 from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, SandboxState
 from wakeproxy.errors import LimitExceeded, NotAllowed, NotFound, Unavailable
 from wakeproxy.platform.contracts import RuntimeInfo
 from wakeproxy.platform.control.backend import LocalBackend
-from wakeproxy.platform.control.lifecycle import IllegalTransition, Policy
-from wakeproxy.platform.control.manager import CreateRequest, SandboxManager
+from wakeproxy.platform.control.lifecycle import IllegalTransition
+from wakeproxy.platform.control.manager import SandboxManager
 from wakeproxy.platform.control.records import RecordStore, new_record
 
 S = SandboxState
-T0 = 1_700_000_000.0
-
-
-def asked(timeout: float = 60, on_timeout: str = "pause", **fields: object) -> CreateRequest:
-    auto = bool(fields.pop("auto_resume", on_timeout == "pause"))
-    extends = bool(fields.pop("activity_extends", False))
-    policy = Policy(timeout, on_timeout, auto, extends)  # type: ignore[arg-type]
-    return CreateRequest("base", policy, **fields)  # type: ignore[arg-type]
-
-
-class Platform:
-    def __init__(self, data_dir: Path, runtime: FakeRuntime, clock: Callable[[], float]) -> None:
-        self.data_dir = data_dir
-        self.runtime = runtime
-        self.clock = clock
-        self.log = StateLog()
-        self.manager = SandboxManager(runtime, data_dir, clock=clock)
-        self.manager.subscribe(self.log)
-
-    async def restart(self, survivors: set[str] | None = None) -> Platform:
-        """Close this manager (sandboxes keep running) and start a new one on its records."""
-        await self.manager.close(kill_all=False)
-        self.runtime.survivors = survivors
-        self.runtime.forget()
-        again = Platform(self.data_dir, self.runtime, self.clock)
-        await again.manager.start()
-        return again
 
 
 @pytest.fixture
@@ -62,17 +36,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def platform(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Platform]:
-    running = Platform(tmp_path, FakeRuntime(), clock)
-    await running.manager.start()
-    try:
+    async with started(tmp_path, clock) as running:
         yield running
-    finally:
-        await running.manager.close(kill_all=True)
-
-
-async def expire(platform: Platform, clock: FakeClock, seconds: float) -> None:
-    clock.advance(seconds)
-    platform.manager.reschedule()
 
 
 # -- create ------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ operations on one sandbox at a time and knows nothing about lifecycles or HTTP.
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from wakeproxy.errors import WakeproxyError
 
@@ -69,6 +69,24 @@ class RuntimeInfo:
     it is thawed, so it outlives a platform killed with SIGKILL."""
 
 
+ExitReason = Literal["exited", "oom", "signal"]
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxExit:
+    """A sandbox that ended by itself (not by `Runtime.kill`)."""
+
+    sandbox_id: str
+    reason: ExitReason
+    """"oom": killed for lack of memory; "signal": its root (or the agent) was killed by
+    a signal; "exited": it ended on its own, or how is unknown."""
+    detail: str
+    """For people: the exit code or the signal's name."""
+
+
+ExitListener = Callable[[SandboxExit], None]
+
+
 class Runtime(Protocol):
     async def start(self, spec: SandboxSpec) -> RuntimeInfo:
         """Start the sandbox's agent (and so its process tree); returns once it answers.
@@ -92,4 +110,12 @@ class Runtime(Protocol):
 
     async def adopt(self, spec: SandboxSpec, info: RuntimeInfo) -> bool:
         """After a platform restart: take back a still-running sandbox; False if it is gone."""
+        ...
+
+    def on_exit(self, listener: ExitListener) -> None:
+        """Call `listener` once, on the event loop, for each sandbox this runtime runs
+        (started or adopted) that ends by itself: noticed as it happens (no slow polling),
+        its root reaped. Not called for a sandbox ended by `kill`; the runtime keeps
+        whatever is left of it (cgroup, network stack) for the `kill` that the listener's
+        owner is expected to make."""
         ...

@@ -3,6 +3,8 @@
 wakeproxy_sandboxes{state}                  sandboxes by state now
 wakeproxy_sandbox_transitions_total{to}     state changes, by the state entered
 wakeproxy_sandbox_resume_seconds            resuming until running
+wakeproxy_sandbox_exits_total{reason}       sandboxes that ended by themselves: exited,
+                                            oom or signal
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wakeproxy.backends.base import SandboxInfo, SandboxState
 from wakeproxy.metrics import WAKE_BUCKETS
+from wakeproxy.platform.contracts import SandboxExit
 
 Clock = Callable[[], float]
 
@@ -47,6 +50,14 @@ class SandboxCensus:
             buckets=WAKE_BUCKETS,
             registry=registry,
         )
+        self._exits = Counter(
+            "wakeproxy_sandbox_exits",
+            "Embedded platform: sandboxes that ended by themselves, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("exited", "oom", "signal"):
+            self._exits.labels(reason)
         for state in SandboxState:
             if state is not SandboxState.KILLED:
                 self._sandboxes.labels(state.value).set(0)
@@ -78,3 +89,7 @@ class SandboxCensus:
             self._resuming_since[sandbox_id] = self._clock()
         elif started is not None and state is SandboxState.RUNNING:
             self._resume_seconds.observe(self._clock() - started)
+
+    def exited(self, ended: SandboxExit) -> None:
+        """A sandbox ended by itself (its kill is published through `changed`)."""
+        self._exits.labels(ended.reason).inc()

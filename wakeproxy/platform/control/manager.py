@@ -46,8 +46,8 @@ from pathlib import Path
 
 from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, SandboxState
 from wakeproxy.errors import LimitExceeded, NotAllowed, NotFound, Unavailable
-from wakeproxy.platform.contracts import Runtime, SandboxUnsupported
-from wakeproxy.platform.control import lifecycle
+from wakeproxy.platform.contracts import ExitListener, Runtime, SandboxExit, SandboxUnsupported
+from wakeproxy.platform.control import events, lifecycle
 from wakeproxy.platform.control.flights import Flight, Flights, settle
 from wakeproxy.platform.control.lifecycle import Event, IllegalTransition
 from wakeproxy.platform.control.records import CreateRequest, RecordStore, SandboxRecord, new_record
@@ -90,9 +90,11 @@ class SandboxManager:
         self._retry_at: dict[str, float] = {}
         self._busy: Callable[[str], bool] = lambda sandbox_id: False
         self._subscribers: list[Subscriber] = []
+        self._exit_listeners: list[ExitListener] = []
         self._timer = DeadlineTimer(self._expire_due, clock)
         self._flights: Flights[SandboxRecord] = Flights(lambda _: self._timer.wake())
         self._open = False
+        runtime.on_exit(self._exited)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class SandboxManager:
         if kill_all:
             for record in list(self._records.values()):
                 try:
-                    await self._kill(record)
+                    await self._kill(record, "shutdown")
                 except Unavailable as exc:
                     log.error("%s", exc)
             await self._flights.drain()
@@ -128,6 +130,12 @@ class SandboxManager:
         """Call `subscriber` after every change; returns the function that unsubscribes."""
         self._subscribers.append(subscriber)
         return lambda: self._subscribers.remove(subscriber)
+
+    def subscribe_exits(self, listener: ExitListener) -> Callable[[], None]:
+        """Call `listener` for every sandbox that ends by itself (after it is logged, as
+        its kill begins); returns the function that unsubscribes."""
+        self._exit_listeners.append(listener)
+        return lambda: self._exit_listeners.remove(listener)
 
     def reschedule(self) -> None:
         """Re-read the deadlines now (for a clock that jumped)."""
@@ -295,10 +303,42 @@ class SandboxManager:
             raise NotFound(f"The sandbox was not found: {sandbox_id}", sandbox_id=sandbox_id)
         return self._move(record, done, seconds)
 
-    async def _kill(self, record: SandboxRecord) -> None:
-        await asyncio.shield(self._begin_kill(record))
+    async def _kill(self, record: SandboxRecord, trigger: str = "api") -> None:
+        await asyncio.shield(self._begin_kill(record, trigger))
 
-    def _begin_kill(self, record: SandboxRecord) -> asyncio.Task[None]:
+    def _exited(self, ended: SandboxExit) -> None:
+        """The runtime saw the sandbox end by itself: it ends as killed (the API and the
+        proxy answer not-found from now on) once a transition in flight has settled."""
+        record = self._records.get(ended.sandbox_id)
+        if record is None:  # already being killed, or the manager is closed
+            return
+        lived = self._clock() - record.started_at
+        events.logged(
+            "exit",
+            ended.sandbox_id,
+            lived,
+            level=logging.WARNING,
+            reason=ended.reason,
+            detail=ended.detail,
+        )
+        for listener in list(self._exit_listeners):
+            try:
+                listener(ended)
+            except Exception:
+                log.exception("a sandbox exit listener failed")
+        if ended.sandbox_id in self._flights:
+            self._flights.spawn(self._end_exited(ended.sandbox_id))
+        else:
+            self._begin_kill(record, "exit")
+
+    async def _end_exited(self, sandbox_id: str) -> None:
+        while (flight := self._flights.get(sandbox_id)) is not None:
+            await settle(flight)
+        record = self._records.get(sandbox_id)
+        if record is not None:
+            await self._kill(record, "exit")
+
+    def _begin_kill(self, record: SandboxRecord, trigger: str) -> asyncio.Task[None]:
         # Final from here on: the record leaves the table before the processes go, and
         # its file says `killed` until they are gone.
         killed = replace(record, life=lifecycle.transition(record.life, Event.KILL, now=0.0))
@@ -306,7 +346,15 @@ class SandboxManager:
         del self._records[record.sandbox_id]
         self._retry_at.pop(record.sandbox_id, None)
         self._notify(killed)
-        return self._flights.spawn(self._discard(killed, kill=True, strict=True))
+        return self._flights.spawn(self._end_killed(killed, trigger))
+
+    async def _end_killed(self, record: SandboxRecord, trigger: str) -> None:
+        began = time.monotonic()
+        await self._discard(record, kill=True, strict=True)
+        lived = self._clock() - record.started_at
+        events.logged(
+            "kill", record.sandbox_id, time.monotonic() - began, trigger=trigger, lived=lived
+        )
 
     async def _discard(self, record: SandboxRecord, *, kill: bool, strict: bool = False) -> None:
         """Kill (if asked) and forget, record and files. A failed kill keeps the record, so
@@ -382,7 +430,7 @@ class SandboxManager:
         log.info("sandbox %s timed out: %s", record.sandbox_id, action)
         self._retry_at.pop(record.sandbox_id, None)
         if action == "kill":
-            self._begin_kill(record)
+            self._begin_kill(record, "timeout")
         else:
             self._start_pause(record)
 

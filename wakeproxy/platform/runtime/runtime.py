@@ -42,8 +42,14 @@ from pathlib import Path
 
 from wakeproxy.backends.base import AGENT_PORT
 from wakeproxy.errors import WakeproxyError
-from wakeproxy.platform.contracts import RuntimeInfo, SandboxSpec, SandboxUnsupported
-from wakeproxy.platform.runtime import capabilities, cgroups, launch, sockets, starting
+from wakeproxy.platform.contracts import (
+    ExitListener,
+    RuntimeInfo,
+    SandboxExit,
+    SandboxSpec,
+    SandboxUnsupported,
+)
+from wakeproxy.platform.runtime import capabilities, cgroups, exitwatch, launch, sockets, starting
 from wakeproxy.platform.runtime.capabilities import Capabilities, Choices
 from wakeproxy.platform.runtime.freezer import FreezeError
 from wakeproxy.platform.runtime.health import agent_is_healthy
@@ -99,6 +105,8 @@ class ProcessRuntime:
         self._detecting = asyncio.Lock()
         self._sandboxes: dict[str, Sandbox] = {}
         self._starting: set[str] = set()
+        self._watches: dict[str, exitwatch.ExitWatch] = {}
+        self._exit_listeners: list[ExitListener] = []
 
     async def capabilities(self) -> Capabilities:
         """What this machine allows, found out on first use by trying, then remembered
@@ -137,7 +145,7 @@ class ProcessRuntime:
                 raise
         finally:
             self._starting.discard(sandbox_id)
-        self._sandboxes[sandbox_id] = sandbox
+        self._hold(sandbox_id, sandbox)
         return sandbox.info
 
     async def freeze(self, sandbox_id: str) -> None:
@@ -151,6 +159,8 @@ class ProcessRuntime:
         Also ends what is left of a sandbox this runtime has no handle on (a start that
         never finished, a platform that crashed). Killing twice is fine."""
         sandbox = self._sandboxes.pop(_checked(sandbox_id), None)
+        if (watch := self._watches.pop(sandbox_id, None)) is not None:
+            watch.cancel()
         if sandbox is not None:
             await sandbox.end()
         await self._end_leftovers(sandbox_id)
@@ -187,8 +197,13 @@ class ProcessRuntime:
         if sandbox is None:
             await self._end_leftovers(sandbox_id)
             return False
-        self._sandboxes[sandbox_id] = sandbox
+        self._hold(sandbox_id, sandbox)
         return True
+
+    def on_exit(self, listener: ExitListener) -> None:
+        """`listener` hears of every sandbox whose root ends by itself (its init, the
+        agent, or the whole tree killed from outside); see `Runtime.on_exit`."""
+        self._exit_listeners.append(listener)
 
     # -- beyond the protocol ----------------------------------------------------------------
 
@@ -212,6 +227,9 @@ class ProcessRuntime:
     def detach(self) -> None:
         """Forget every sandbox and release this runtime's resources, leaving the processes
         as they are (for a restarted platform to adopt; see `survive_restart`)."""
+        for watch in self._watches.values():
+            watch.cancel()
+        self._watches.clear()
         for sandbox in self._sandboxes.values():
             sandbox.close()
         self._sandboxes.clear()
@@ -220,6 +238,28 @@ class ProcessRuntime:
             cgroups.remove_base(self._caps.hierarchy)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _hold(self, sandbox_id: str, sandbox: Sandbox) -> None:
+        self._sandboxes[sandbox_id] = sandbox
+        root = sandbox.root
+        self._watches[sandbox_id] = exitwatch.ExitWatch(
+            root.pid, root.start_time, lambda status: self._exited(sandbox_id, sandbox, status)
+        )
+
+    def _exited(self, sandbox_id: str, sandbox: Sandbox, status: exitwatch.Status) -> None:
+        # The sandbox stays held until the listener's owner kills it: that ends what its
+        # root leaves behind (the network stack, processes that left the PID namespace's
+        # reach without one) and removes its cgroup.
+        if self._sandboxes.get(sandbox_id) is not sandbox:
+            return
+        self._watches.pop(sandbox_id, None)
+        reason, detail = exitwatch.describe(status, exitwatch.oom_kills(sandbox.info.cgroup))
+        ended = SandboxExit(sandbox_id, reason, detail)
+        for listener in list(self._exit_listeners):
+            try:
+                listener(ended)
+            except Exception:
+                log.exception("a sandbox exit listener failed")
 
     async def _bring_up(self, sandbox: Sandbox, spec: SandboxSpec, caps: Capabilities) -> None:
         if sandbox.info.isolated_network:
