@@ -1,7 +1,8 @@
 """Auto-pause without auto-resume: only `Sandbox.connect()` brings the sandbox back.
 
 With `on_timeout="pause"` and `auto_resume=False` a paused sandbox stays paused whatever
-arrives: its preview URL answers 409 and SDK calls on it raise. `Sandbox.connect()`
+arrives: its preview URL answers 409, SDK calls on it raise `SandboxNotRunningException`
+and `is_running()` is False. `Sandbox.connect()`
 resumes it, and then both work again.
 
 Run `wakeproxy up` in one terminal, then in another, with the three lines it printed:

@@ -57,7 +57,7 @@ EXPECTED_OUTPUT: dict[str, tuple[str, ...]] = {
     ),
     "resume_with_connect": (
         "preview URL while paused: 409",
-        "SDK call while paused raises SandboxException",
+        "SDK call while paused raises SandboxNotRunningException",
         "neither woke it: state is paused",
         "Sandbox.connect() resumed it: state is running",
         "preview URL after connect: 200",

@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from wakeproxy.errors import NotAllowed, NotFound, Overloaded, PortNotOpen, RouteError
-from wakeproxy.proxy.responses import render_error, wants_html
+from wakeproxy.errors import (
+    NotAllowed,
+    NotFound,
+    Overloaded,
+    PortNotOpen,
+    ProxyError,
+    RouteError,
+)
+from wakeproxy.proxy.responses import for_sdk_port, render_error, wants_html
 
 
 def test_json_error_carries_code_message_and_sandbox() -> None:
@@ -63,3 +70,28 @@ def test_wants_html_only_for_browser_navigations(headers: dict[str, str], expect
 def test_port_not_open_message_is_what_sdks_match() -> None:
     rendered = render_error(PortNotOpen("The sandbox is running but port is not open"), html=False)
     assert "port is not open" in json.loads(rendered.body)["message"]
+
+
+def test_on_the_sdk_port_a_paused_sandbox_is_the_502_the_sdks_read_as_not_running() -> None:
+    paused = NotAllowed("Sandbox abc is paused and auto-resume is off", sandbox_id="abc")
+    paused.held_for = 0.5
+    mapped = for_sdk_port(paused)
+    assert mapped.status == 502
+    assert mapped.sandbox_id == "abc"
+    assert mapped.held_for == 0.5
+    # Both SDKs look for this phrase (e2b.exceptions.SANDBOX_NOT_FOUND_MESSAGE).
+    assert "was not found" in mapped.message
+    assert "Sandbox.connect()" in mapped.message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFound("The sandbox was not found", sandbox_id="abc"),
+        PortNotOpen("The sandbox is running but port is not open", sandbox_id="abc"),
+        Overloaded("too many held", retry_after=2.0),
+        RouteError("bad port"),
+    ],
+)
+def test_on_the_sdk_port_other_answers_pass_unchanged(error: ProxyError) -> None:
+    assert for_sdk_port(error) is error

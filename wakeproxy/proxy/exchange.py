@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wakeproxy.accesslog import AccessLog
+from wakeproxy.backends.base import AGENT_PORT
 from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamClosed, UpstreamTimeout
 from wakeproxy.gateway import Gateway
 from wakeproxy.proxy.headers import (
@@ -37,7 +38,7 @@ from wakeproxy.proxy.headers import (
     wait_headers,
 )
 from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
-from wakeproxy.proxy.responses import render_error, wants_html
+from wakeproxy.proxy.responses import for_sdk_port, render_error, wants_html
 from wakeproxy.proxy.upstream_pool import Link, UpstreamPool
 from wakeproxy.proxy.wire import (
     CONTINUE,
@@ -536,6 +537,8 @@ class Exchange:
         self._reason = error.reason
         if not upstream:
             self._services.recorder.rejected(error.reason)
+        if self._target is not None and self._target.port == AGENT_PORT:
+            error = for_sdk_port(error)
         rendered = render_error(error, html=wants_html(HeaderView(self.headers)))
         headers = encoded(rendered.headers)
         if self._held_for:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from wakeproxy.errors import ProxyError
+from wakeproxy.errors import NotAllowed, NotFound, ProxyError
 from wakeproxy.proxy.pages import page
 
 _TITLES = {
@@ -44,6 +44,28 @@ class Rendered:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+def for_sdk_port(error: ProxyError) -> ProxyError:
+    """The answer for envd's port, where only the E2B SDKs talk and map statuses to
+    exceptions: E2B's proxy answers 502 "…was not found" for a sandbox that is paused
+    with auto-resume off, and both SDKs' `is_running()` return False only for that. The
+    friendlier 409 stays for preview traffic.
+
+    Every other answer already means to the SDKs what it says (docs/design.md, "Responses
+    the proxy makes itself"): 502 "…was not found" is a sandbox not running, 502 "…port is
+    not open" a sandbox unreachable, 503 unavailable (retried with its Retry-After), 504 a
+    timeout, 400 an invalid argument.
+    """
+    if isinstance(error, NotAllowed):
+        mapped = NotFound(
+            "The sandbox was not found: it is paused and auto-resume is off; "
+            "Sandbox.connect() resumes it",
+            sandbox_id=error.sandbox_id,
+        )
+        mapped.held_for = error.held_for
+        return mapped
+    return error
 
 
 def wants_html(headers: Mapping[str, str]) -> bool:

@@ -20,6 +20,7 @@ import errno
 import mimetypes
 import os
 import posixpath
+import stat
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -166,15 +167,20 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _readable_file(path: str) -> int:
+def _readable_file(path: str) -> int | None:
+    """The size to announce, or None when only reading to the end tells it."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
         raise FilesError(404, f"path '{path}' does not exist") from None
     except OSError as exc:
         raise FilesError(500, f"error checking if path exists '{path}': {exc}") from None
-    if os.path.isdir(path):
+    if stat.S_ISDIR(info.st_mode):
         raise FilesError(400, f"path '{path}' is a directory")
+    # /proc and /sys files report size 0 (or a page) whatever they hold, and devices and
+    # pipes have none: those are read to their end and sent chunked.
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return None
     return info.st_size
 
 
@@ -188,7 +194,7 @@ def _wants_gzip(request: web.Request) -> bool:
     return False
 
 
-async def _send_file(request: web.Request, path: str, size: int) -> web.StreamResponse:
+async def _send_file(request: web.Request, path: str, size: int | None) -> web.StreamResponse:
     try:
         file = await asyncio.to_thread(open, path, "rb")
     except OSError as exc:
@@ -205,17 +211,19 @@ async def _send_file(request: web.Request, path: str, size: int) -> web.StreamRe
         gzip = _wants_gzip(request)
         if gzip:
             response.headers["Content-Encoding"] = "gzip"
-        else:
+        elif size is not None:
             response.content_length = size
         await response.prepare(request)
         # Level 1: these bytes mostly cross loopback, so speed matters more than size.
         compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
         remaining = size
-        while remaining > 0:
-            count, chunk = await asyncio.to_thread(_read, file, min(CHUNK, remaining), compressor)
+        while remaining is None or remaining > 0:
+            wanted = CHUNK if remaining is None else min(CHUNK, remaining)
+            count, chunk = await asyncio.to_thread(_read, file, wanted, compressor)
             if count == 0:
-                break  # the file shrank while we sent it; the client sees a short body
-            remaining -= count
+                break  # the end, or the file shrank while we sent it (a short body)
+            if remaining is not None:
+                remaining -= count
             if chunk:
                 await response.write(chunk)
         if compressor is not None:

@@ -1,0 +1,124 @@
+"""What the unmodified E2B SDKs (PyPI `e2b`, npm `e2b` under Node) read from `wakeproxy up`
+where E2B's answers carry meaning: statuses on envd's port, /proc reads, a sandbox killed
+under a running command, signed URLs, file metadata, filesystem watches.
+
+Each behaviour is checked with the Python SDK in this process and with the npm SDK through
+`tests/js/compat.mjs <scenario>`, which prints its checks as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from platform_process import PlatformProcess
+from test_js_sdk import node  # noqa: F401  (the fixture: Node with tests/js installed)
+
+e2b = pytest.importorskip("e2b")
+
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
+SCRIPT_TIMEOUT = 180.0
+NO_AUTO_RESUME = {"on_timeout": "pause", "auto_resume": False}
+
+
+def run_js(node: str, platform: PlatformProcess, scenario: str) -> None:  # noqa: F811
+    """Runs one scenario of compat.mjs and fails with its checks unless all passed."""
+    try:
+        done = subprocess.run(
+            [node, str(JS_DIR / "compat.mjs"), scenario],
+            cwd=JS_DIR,
+            env=platform.sdk_env(),
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"compat.mjs {scenario} ran longer than {SCRIPT_TIMEOUT:.0f}s: {exc.stdout!r}")
+    try:
+        results: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        results = {}
+    report = f"exit {done.returncode}\n{done.stdout}\n{done.stderr}\n{platform.log()}"
+    assert results.get("ok") is True, report
+    assert done.returncode == 0, report
+
+
+@pytest.fixture
+def sandbox(module_platform: PlatformProcess) -> Any:
+    box = e2b.Sandbox.create(timeout=300, lifecycle=NO_AUTO_RESUME, **_opts(module_platform))
+    yield box
+    with contextlib.suppress(e2b.SandboxException):
+        e2b.Sandbox.kill(box.sandbox_id, **_opts(module_platform))
+
+
+def _opts(platform: PlatformProcess) -> dict[str, str]:
+    return {
+        "api_key": platform.env["E2B_API_KEY"],
+        "api_url": platform.env["E2B_API_URL"],
+        "sandbox_url": platform.env["E2B_SANDBOX_URL"],
+    }
+
+
+# -- envd's port answers what the SDKs interpret ----------------------------------------
+
+
+@pytest.mark.slow
+def test_is_running_is_false_for_a_sandbox_paused_with_auto_resume_off(sandbox: Any) -> None:
+    assert sandbox.is_running() is True
+    sandbox.pause()
+    assert sandbox.is_running() is False
+    with pytest.raises(e2b.SandboxException) as raised:
+        sandbox.files.read("/etc/hostname")
+    assert "was not found" in str(raised.value)
+    assert sandbox.get_info().state == "paused"
+
+
+@pytest.mark.slow
+def test_is_running_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
+    run_js(node, module_platform, "is-running")
+
+
+# -- /proc reads; a sandbox killed under a running command --------------------------------
+
+
+@pytest.mark.slow
+def test_files_read_of_a_proc_file_returns_its_content(sandbox: Any) -> None:
+    meminfo = sandbox.files.read("/proc/meminfo")
+    assert "MemTotal:" in meminfo
+    assert sandbox.files.read("/proc/self/status", format="bytes").startswith(b"Name:")
+
+
+@pytest.mark.slow
+def test_a_command_of_a_killed_sandbox_ends_with_sandbox_not_running(
+    sandbox: Any, module_platform: PlatformProcess
+) -> None:
+    handle = sandbox.commands.run("sleep 600", background=True, timeout=0)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            handle.wait()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    e2b.Sandbox.kill(sandbox.sandbox_id, **_opts(module_platform))
+    waiter.join(60)
+    assert not waiter.is_alive(), "wait() still blocked after the sandbox was killed"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], e2b.SandboxNotRunningException), repr(outcome[0])
+    assert "killed" in str(outcome[0])
+
+
+@pytest.mark.slow
+def test_proc_reads_and_killed_commands_with_the_npm_sdk(
+    node: str,  # noqa: F811
+    module_platform: PlatformProcess,
+) -> None:
+    run_js(node, module_platform, "proc-and-kill")

@@ -1,0 +1,84 @@
+// One E2B behaviour at a time, with the unmodified npm `e2b` package: `node compat.mjs <scenario>`.
+//
+// Needs only E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY (as `wakeproxy up` prints them).
+// Prints one JSON object: every check with what was wanted and what came back, plus `ok`.
+// Exits 0 when every check passed, 1 when one did not, 2 on an unexpected error.
+
+import { Sandbox } from 'e2b'
+
+const checks = []
+const results = { checks }
+
+function check(name, got, want, passed = got === want) {
+  checks.push({ name, ok: passed, got, want })
+  return passed
+}
+
+async function errorName(promise) {
+  try {
+    await promise
+    return 'no error'
+  } catch (err) {
+    return err instanceof Error ? `${err.constructor.name}: ${err.message}` : String(err)
+  }
+}
+
+const scenarios = {
+  // A paused sandbox with auto-resume off is not running, as on E2B.
+  async 'is-running'(sandbox) {
+    check('running after create', await sandbox.isRunning(), true)
+    check('pause', await sandbox.pause(), true)
+    check('isRunning while paused', await sandbox.isRunning(), false)
+    check('state stays paused', (await sandbox.getInfo()).state, 'paused')
+  },
+
+  // /proc files have st_size 0; a killed sandbox ends a running command's stream.
+  async 'proc-and-kill'(sandbox) {
+    const meminfo = await sandbox.files.read('/proc/meminfo')
+    check('files.read(/proc/meminfo) has MemTotal', meminfo.includes('MemTotal:'), true)
+    const handle = await sandbox.commands.run('sleep 600', { background: true, timeoutMs: 0 })
+    const waited = handle.wait().then(
+      () => 'no error',
+      (err) => `${err.constructor.name}: ${err.message}`,
+    )
+    await Sandbox.kill(sandbox.sandboxId)
+    const got = await waited
+    check('wait() on a command of a killed sandbox', got,
+      'TimeoutError: … The sandbox was killed …',
+      got.startsWith('TimeoutError') && /sandbox was killed|sandbox timeout/i.test(got))
+    return true
+  },
+}
+
+async function main() {
+  const name = process.argv[2]
+  const scenario = scenarios[name]
+  if (!scenario) throw new Error(`unknown scenario ${name}; one of ${Object.keys(scenarios)}`)
+  for (const variable of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
+    if (!process.env[variable]) throw new Error(`${variable} is not set`)
+  }
+  const sandbox = await Sandbox.create({
+    lifecycle: { onTimeout: 'pause', autoResume: false },
+    timeoutMs: 300_000,
+  })
+  results.sandboxId = sandbox.sandboxId
+  let killed = false
+  try {
+    killed = (await scenario(sandbox)) === true
+  } finally {
+    if (!killed) await Sandbox.kill(sandbox.sandboxId).catch(() => undefined)
+  }
+}
+
+try {
+  await main()
+  results.ok = checks.length > 0 && checks.every((c) => c.ok)
+  console.log(JSON.stringify(results, null, 2))
+  process.exit(results.ok ? 0 : 1)
+} catch (err) {
+  results.ok = false
+  results.error = err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+  results.stack = err instanceof Error ? err.stack : undefined
+  console.log(JSON.stringify(results, null, 2))
+  process.exit(2)
+}
