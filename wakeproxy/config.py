@@ -1,7 +1,8 @@
 """One frozen, typed configuration, built from TOML, `WAKEPROXY_*` env vars and CLI flags.
 
-Precedence: flags, then environment, then file, then defaults. Every field documents its
-environment variable (`WAKEPROXY_<SECTION>_<FIELD>`, upper case) and its default.
+Precedence: flags, then environment, then file, then defaults. Every setting
+`<section>.<field>` has the environment variable `WAKEPROXY_<SECTION>_<FIELD>` and the
+flag `--<section>-<field>` (`wakeproxy.cliflags`), whose help is the field's docstring.
 
 To add a setting, add a field with a default and a docstring to its section (or a new
 section dataclass to `Config`), add its range or allowed values to `CHECKS` if it has any,
@@ -24,7 +25,6 @@ from wakeproxy import configload
 from wakeproxy.configload import Check
 from wakeproxy.errors import ConfigError
 from wakeproxy.state.settings import StateSettings
-from wakeproxy.state.urls import parse_redis_url
 from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
@@ -46,15 +46,16 @@ _SERVICE_LINK: Final = re.compile(
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
     listen: str = "127.0.0.1:8080"
-    """host:port of the proxy listener. Env WAKEPROXY_PROXY_LISTEN, flag --proxy-listen."""
+    """host:port of the proxy listener."""
     domains: tuple[str, ...] = ("localhost",)
-    """Domains whose `<port>-<id>.<domain>` hosts are proxied. Env: comma-separated."""
+    """Domains whose `<port>-<id>.<domain>` hosts are proxied (comma-separated in the
+    environment; the flag may be repeated)."""
     sandbox_id_pattern: str = "[a-z0-9]{1,64}"
     """Full-match regular expression every sandbox id must satisfy."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs whose X-Forwarded-* headers are believed (e.g. the front load balancer)."""
     workers: int = 1
-    """Processes sharing the listener through SO_REUSEPORT. Flag --workers."""
+    """Processes sharing the listener through SO_REUSEPORT."""
     shutdown_grace: float = 10.0
     """Seconds in-flight requests get to finish after SIGTERM/SIGINT."""
     connect_timeout: float = 5.0
@@ -72,7 +73,7 @@ class ProxyConfig:
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     listen: str = "127.0.0.1:9091"
-    """host:port of /healthz, /readyz and /metrics. Flag --admin-listen."""
+    """host:port of /healthz, /readyz and /metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class BackendConfig:
     static_sandboxes: tuple[str, ...] = ()
     """`static`: the sandbox ids that exist (all running); empty means every valid id."""
     url: str = ""
-    """`http`: base URL of the control plane (what E2B_API_URL points at). Flag --backend-url."""
+    """`http`: base URL of the control plane (what E2B_API_URL points at)."""
     api_key: str = ""
     """`http`: the control plane's API key, sent as X-API-KEY."""
     request_timeout: float = 5.0
@@ -101,16 +102,16 @@ class PlatformConfig:
     """The embedded platform that `wakeproxy up` runs (the `local` backend)."""
 
     api_listen: str = "127.0.0.1:8081"
-    """host:port of the E2B-compatible control-plane API (E2B_API_URL). Flag --api-listen."""
+    """host:port of the E2B-compatible control-plane API (E2B_API_URL)."""
     domain: str = ""
     """Domain the API tells SDKs to build preview hosts from (`<port>-<id>.<domain>`);
-    empty: `localhost:<proxy port>`, which browsers resolve to loopback. Flag --domain."""
+    empty: `localhost:<proxy port>`, which browsers resolve to loopback."""
     data_dir: str = ""
     """Sandbox files and the platform's records; empty: $XDG_DATA_HOME/wakeproxy
-    (~/.local/share/wakeproxy). Flag --data-dir."""
+    (~/.local/share/wakeproxy)."""
     api_key: str = ""
     """Key clients must send (X-API-KEY, E2B_API_KEY); empty accepts any key, and then
-    every listener must be on loopback. Flag --api-key."""
+    every listener must be on loopback."""
     keep_sandboxes: bool = False
     """On shutdown, leave sandboxes running for the next start to take back; otherwise
     every sandbox process ends with the platform and its record is dropped."""
@@ -262,6 +263,9 @@ def _http_url(value: str) -> str | None:
 
 
 def _redis_url(value: str) -> str | None:
+    # Imported here: the module loads redis-py, which light commands must not wait for.
+    from wakeproxy.state.urls import parse_redis_url
+
     try:
         parse_redis_url(value)
     except ValueError as exc:

@@ -107,8 +107,7 @@ async def sandbox_manager(config: Config) -> AsyncIterator[SandboxManager]:
     ended, or left running for the next start with `platform.keep_sandboxes`."""
     check_exposure(config)
     settings = config.platform
-    root = data_dir(config)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = _prepared(data_dir(config))
     # The whole data dir is the runtime's: it hides it from every sandbox, so no sandbox
     # sees the records or another sandbox's files.
     runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
@@ -122,6 +121,21 @@ async def sandbox_manager(config: Config) -> AsyncIterator[SandboxManager]:
             runtime.detach()
         else:
             await runtime.close()
+
+
+def _prepared(root: Path) -> Path:
+    """The data dir, made if missing; a ConfigError naming the setting when it cannot be."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError([("platform.data_dir", f"{str(root)!r} is a file, not a directory")])
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        reason = f"cannot create the data dir {str(root)!r}: {exc.strerror or exc}"
+        raise ConfigError([("platform.data_dir", reason)]) from exc
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        reason = f"the data dir {str(root)!r} is not writable by this user (uid {os.getuid()})"
+        raise ConfigError([("platform.data_dir", reason)])
+    return root
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import secrets
 import socket
@@ -204,7 +205,23 @@ class HttpBackend:
                 raw = await response.read()
                 return response.status, _json(raw)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Unavailable(f"the control plane did not answer: {exc!r}") from exc
+            log.info("the control plane did not answer %s %s: %r", method, path, exc)
+            raise Unavailable(f"the control plane did not answer ({_why(exc)})") from exc
+
+
+def _why(exc: BaseException) -> str:
+    """A client error in words a user of the proxy can act on; the repr is for the log."""
+    if isinstance(exc, TimeoutError):
+        return "it took too long"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # asyncio's strerror names the address ("Connect call failed (...)"); errno does not.
+        number = exc.os_error.errno
+        return f"cannot connect: {os.strerror(number) if number else 'refused'}".lower()
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "the connection failed"
 
 
 # -- the wire format (pure) -----------------------------------------------------------------
@@ -336,7 +353,8 @@ def _parsed(parse: Callable[[str, Any], T], sandbox_id: str, body: Any) -> T:
         return parse(sandbox_id, body)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise Unavailable(
-            f"the control plane's answer about sandbox {sandbox_id} is malformed: {exc!r}",
+            f"the control plane's answer about sandbox {sandbox_id} is malformed "
+            f"({type(exc).__name__}: {exc})",
             sandbox_id=sandbox_id,
         ) from exc
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class StateSettings:
     redis_url: str = ""
     """Redis shared by every replica (redis://, rediss://, unix://, redis+sentinel://,
-    redis+cluster://); empty keeps state in this process. Flag --redis-url."""
+    redis+cluster://); empty keeps state in this process."""
     key_prefix: str = "wakeproxy"
     """Every key and the notice channel start with `<key_prefix>:`."""
     timeout: float = 0.5
