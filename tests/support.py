@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+
+import psutil
 
 from wakeproxy.config import Config
 from wakeproxy.server import Listening
@@ -38,3 +41,27 @@ def host_for(port: int, sandbox_id: str = "sbx1", domain: str = "localhost") -> 
 
 
 StartProxy = Callable[..., AbstractAsyncContextManager[Listening]]
+
+
+class RssSampler:
+    """Samples a process's resident memory until stopped; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.baseline = self._process.memory_info().rss
+        self.peak = self.baseline
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            await asyncio.sleep(0.05)

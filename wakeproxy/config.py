@@ -61,7 +61,14 @@ class ProxyConfig:
     connect_timeout: float = 5.0
     """Seconds to open a connection to an upstream port."""
     response_timeout: float = 60.0
-    """Seconds an upstream may take to send its response head (504 after)."""
+    """Seconds an upstream may take to send its whole response head once the request is
+    sent, and may then stay silent between two reads of its body (504 before the head)."""
+    client_body_timeout: float = 60.0
+    """Seconds a request body may take to arrive, plus one second for every
+    `client_body_min_rate` bytes received; a body past it gets 408. Time spent paused
+    (held for a wake, or an upstream not taking the body) does not count."""
+    client_body_min_rate: int = 1024
+    """Bytes per second a slow request body must keep up to earn more time (see above)."""
     idle_timeout: float = 75.0
     """Seconds an idle client keep-alive connection is kept open."""
     upstream_connections: int = 256
@@ -289,6 +296,8 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "proxy.shutdown_grace": _at_least(0),
         "proxy.connect_timeout": _above(0),
         "proxy.response_timeout": _above(0),
+        "proxy.client_body_timeout": _above(0),
+        "proxy.client_body_min_rate": _at_least(1),
         "proxy.idle_timeout": _at_least(0),
         "proxy.upstream_connections": _at_least(1),
         # 0 would refuse every message; "no limit" is spelled as a large number.

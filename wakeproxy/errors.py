@@ -6,7 +6,9 @@
     ├── StoreUnavailable            the shared state store (Redis) failed or timed out
     └── ProxyError                  something the proxy answers a client with
         ├── RouteError              malformed host, sandbox id or port          → 400
+        │   ├── HeadTooLarge        request head over its bound                → 431
         │   └── UnknownHost         Host under none of the configured domains  → 404
+        ├── BodyTimeout             request body stopped making progress        → 408
         ├── Forbidden               traffic token missing or wrong             → 403
         ├── BackendError            raised by a `Backend`, translated at its edge
         │   ├── NotFound            sandbox unknown or killed                  → 502
@@ -22,6 +24,7 @@
         ├── Overloaded              held-request limit                         → 503
         ├── NotWoken                a no-wake rule matched, sandbox not running → 503
         ├── WakeTimeout             wake still running at the hold deadline    → 503
+        ├── UpstreamBusy            no connection to the port came free in time → 503
         ├── PortNotOpen             upstream refused the connection            → 502
         ├── UpstreamClosed          upstream closed or spoke no HTTP before its head → 502
         └── UpstreamTimeout         upstream did not answer in time            → 504
@@ -94,6 +97,11 @@ class RouteError(ProxyError):
 class HeadTooLarge(RouteError):
     status = 431
     reason = "head_too_large"
+
+
+class BodyTimeout(ProxyError):
+    status = 408
+    reason = "body_timeout"
 
 
 class UnknownHost(RouteError):
@@ -176,6 +184,12 @@ class WakeTimeout(ProxyError):
     status = 503
     reason = "wake_in_progress"
     retry_after = 2.0
+
+
+class UpstreamBusy(ProxyError):
+    status = 503
+    reason = "upstream_busy"
+    retry_after = 1.0
 
 
 class PortNotOpen(ProxyError):

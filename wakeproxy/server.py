@@ -151,6 +151,8 @@ async def _serving(
         access,
         settings.idle_timeout,
         settings.websocket_max_message,
+        settings.client_body_timeout,
+        settings.client_body_min_rate,
     )
     async with coordinator:
         listener = Listener(services)

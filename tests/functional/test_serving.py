@@ -15,7 +15,7 @@ import aiohttp
 import psutil
 import pytest
 from proxy_process import ProxyProcess
-from support import host_for
+from support import RssSampler, host_for
 from upstream import Upstream, pattern, pattern_sha256
 
 GIB = 1024**3
@@ -24,30 +24,6 @@ CHUNK = 1024 * 1024
 RSS_GROWTH_LIMIT = 64 * 1024 * 1024
 
 SpawnProxy = Callable[..., ProxyProcess]
-
-
-class RssSampler:
-    """Samples a process's resident memory until stopped; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
-        self.baseline = self._process.memory_info().rss
-        self.peak = self.baseline
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> RssSampler:
-        self._task = asyncio.create_task(self._sample())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            await asyncio.sleep(0.05)
 
 
 async def _gib_of_pattern() -> AsyncIterator[bytes]:

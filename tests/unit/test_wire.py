@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 
 from wakeproxy.proxy.wire import (
+    MAX_HEAD,
+    MAX_LINE,
     Framing,
     FramingError,
+    body_due,
     chunk,
     decoded_path,
     origin_form,
+    over_bounds,
     request_framing,
     request_head,
     response_framing,
@@ -111,3 +115,26 @@ def test_chunks_are_hex_sized() -> None:
 )
 def test_decoded_path_is_what_rules_and_logs_see(origin: str, path: str) -> None:
     assert decoded_path(origin) == path
+
+
+# --- bounds ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("unreported", "head_size", "over"),
+    [
+        (MAX_LINE, 0, False),
+        (MAX_LINE + 1, 0, True),
+        (100, MAX_HEAD - 100, False),
+        (100, MAX_HEAD - 99, True),
+    ],
+)
+def test_an_unfinished_line_is_over_bounds_only_when_surely_too_long(
+    unreported: int, head_size: int, over: bool
+) -> None:
+    assert over_bounds(unreported, head_size) is over
+
+
+def test_a_body_earns_a_second_per_min_rate_bytes() -> None:
+    assert body_due(100.0, 0, 60.0, 1024) == 160.0
+    assert body_due(100.0, 10 * 1024, 60.0, 1024) == 170.0

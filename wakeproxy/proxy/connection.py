@@ -30,10 +30,14 @@ from wakeproxy.proxy.responses import render_error
 from wakeproxy.proxy.tunnel import GOING_AWAY, Gate, Tunnel, Wake
 from wakeproxy.proxy.upstream_pool import Link
 from wakeproxy.proxy.wire import (
+    FEED_SLICE,
     MAX_HEAD,
+    MAX_LINE,
     Framing,
     FramingError,
+    body_due,
     encoded,
+    over_bounds,
     request_framing,
     whole_response,
 )
@@ -45,6 +49,9 @@ _QUEUED = 1  # a request waits behind the one being answered
 _BODY = 2  # the body read ahead of an upstream connection reached its limit
 _UPSTREAM = 4  # the upstream is not taking the body as fast as the client sends it
 _UPGRADING = 8  # a WebSocket handshake waits for its answer
+
+_LINGER = 5.0
+"""Seconds a closing connection goes on reading (and dropping) what the client sends."""
 
 
 class _HeadTooLarge(Exception):
@@ -63,12 +70,24 @@ class ClientConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._host: bytes | None = None
         self._head_size = 0
+        # Bytes fed since llhttp last reported anything, counting the whole slice it
+        # reported in (`_slack` of them may precede the report): a lower bound of what
+        # its binding holds unreported is `_quiet - _slack`.
+        self._quiet = 0
+        self._slack = 0
+        self._reported = False
+        self._in_body = False
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_since = 0.0  # when the body began, moved on by time spent paused
+        self._body_bytes = 0
+        self._paused_at = 0.0
         self._upgrading = False
         self._early = b""  # client bytes behind a WebSocket handshake
         self._pauses = 0
         self._closed = False
         self._last_active = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self.peer_ip: str | None = None
         self.local_host = b""
 
@@ -86,20 +105,34 @@ class ClientConnection(asyncio.Protocol):
         self._idle_since_now()
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0] :]
+        at, end = 0, len(data)
+        while at < end and not self._closed:
+            # Outside a body, llhttp's binding keeps an unfinished header line to itself
+            # until it ends; fed in slices, its size is known to within one slice.
+            step = end - at if self._in_body else min(end - at, FEED_SLICE)
+            piece = data if step == end else memoryview(data)[at : at + step]
+            stop = self._feed(piece)
+            if stop < 0:
+                at += step
+                continue
+            rest = data[at + stop :]
             if self._upgrading:
                 # Whatever follows belongs to the WebSocket session, if there is one.
                 self._early = rest
                 self._pause(_UPGRADING)
-            else:
-                self._parser = httptools.HttpRequestParser(self)
-                if rest:
-                    self.data_received(rest)
+                return
+            self._parser = httptools.HttpRequestParser(self)
+            self._quiet = self._slack = 0
+            at += stop
+
+    def _feed(self, piece: bytes | memoryview) -> int:
+        """Parse `piece`, bounding what llhttp holds unreported; where in it a request
+        that switched protocols ended, or -1."""
+        self._reported = False
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as upgrade:
+            return int(upgrade.args[0])
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
             if isinstance(cause, _HeadTooLarge):
@@ -109,8 +142,30 @@ class ClientConnection(asyncio.Protocol):
             else:
                 log.error("request handling failed", exc_info=error.__context__)
                 self._refuse(ProxyError("internal proxy error"), status=500)
+            return -1
         except httptools.HttpParserError as error:
             self._refuse(RouteError(f"malformed HTTP request: {error}"))
+            return -1
+        if self._reported:
+            self._quiet = self._slack = len(piece)
+        else:
+            self._quiet += len(piece)
+            if over_bounds(self._quiet - self._slack, self._head_size):
+                self._refuse_unreported()
+        return -1
+
+    def _refuse_unreported(self) -> None:
+        if self._incoming is None:
+            self._refuse(
+                HeadTooLarge(
+                    f"a request header line is longer than {MAX_LINE} bytes, "
+                    f"or the head longer than {MAX_HEAD}"
+                )
+            )
+        else:
+            self._refuse(
+                RouteError(f"a chunk-size line or a trailer is longer than {MAX_LINE} bytes")
+            )
 
     def eof_received(self) -> bool:
         # A client that closes its side has left (a half-close is indistinguishable from
@@ -123,6 +178,12 @@ class ClientConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._queue:
             self._queue[0].client_gone()
         self._queue.clear()
@@ -138,18 +199,21 @@ class ClientConnection(asyncio.Protocol):
     # -- llhttp callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._reported = True
         self._url = b""
         self._headers = []
         self._host = None
         self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
+        self._reported = True
         self._url += url
         self._head_size += len(url)
         if self._head_size > MAX_HEAD:
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._reported = True
         self._headers.append((name, value))
         if len(name) == 4 and name.lower() == b"host" and self._host is None:
             self._host = value  # what routing and X-Forwarded-Host need, found once
@@ -158,6 +222,7 @@ class ClientConnection(asyncio.Protocol):
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        self._reported = True
         parser = self._parser
         method = parser.get_method()
         version = parser.get_http_version()
@@ -190,6 +255,9 @@ class ClientConnection(asyncio.Protocol):
         )
         self._upgrading = websocket
         self._incoming = exchange
+        self._in_body = True
+        if framing is not Framing.NONE:
+            self._time_body()
         queue = self._queue
         queue.append(exchange)
         if len(queue) == 1:
@@ -198,10 +266,17 @@ class ClientConnection(asyncio.Protocol):
             self._pause(_QUEUED)
 
     def on_body(self, body: bytes) -> None:
+        self._reported = True
+        self._body_bytes += len(body)
         if self._incoming is not None:
             self._incoming.feed_body(body)
 
     def on_message_complete(self) -> None:
+        self._reported = True
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         exchange = self._incoming
         self._incoming = None
         if exchange is not None:
@@ -252,21 +327,72 @@ class ClientConnection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        """Close after what was written, lingering like nginx: the client may still be
+        sending (a body that was refused), and a close with unread bytes resets the
+        connection, which can destroy the answer before the client reads it. So only
+        the sending side is shut; what still arrives is read and dropped until the
+        client closes too, or for at most `_LINGER` seconds."""
         self._closed = True
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None or self._linger is not None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._linger = self._services.pool.loop.call_later(_LINGER, transport.abort)
+        if self._pauses:
+            self._pauses = 0
+            transport.resume_reading()
 
     def _pause(self, reason: int) -> None:
-        if not self._pauses and self._transport is not None:
-            self._transport.pause_reading()
+        if not self._pauses:
+            if self._transport is not None:
+                self._transport.pause_reading()
+            if self._body_timer is not None:
+                self._paused_at = self._services.pool.loop.time()
         self._pauses |= reason
 
     def _resume(self, reason: int) -> None:
         if not self._pauses & reason:
             return
         self._pauses &= ~reason
-        if not self._pauses and self._transport is not None and not self._closed:
-            self._transport.resume_reading()
+        if not self._pauses:
+            if self._body_timer is not None and self._paused_at:
+                # Time the proxy was not reading is not the client's.
+                self._body_since += self._services.pool.loop.time() - self._paused_at
+            self._paused_at = 0.0
+            if self._transport is not None and not self._closed:
+                self._transport.resume_reading()
+
+    def _time_body(self) -> None:
+        """Bound how long the body now starting may take (`client_body_timeout`)."""
+        loop = self._services.pool.loop
+        self._body_since = loop.time()
+        self._body_bytes = 0
+        self._paused_at = self._body_since if self._pauses else 0.0
+        self._body_timer = loop.call_later(self._services.body_timeout, self._check_body)
+
+    def _check_body(self) -> None:
+        services = self._services
+        loop = services.pool.loop
+        now = loop.time()
+        if self._pauses:
+            # Not reading: the clock restarts when reading does (see `_resume`).
+            self._body_timer = loop.call_later(services.body_timeout, self._check_body)
+            return
+        due = body_due(
+            self._body_since, self._body_bytes, services.body_timeout, services.body_min_rate
+        )
+        if now < due:
+            self._body_timer = loop.call_later(due - now, self._check_body)
+            return
+        self._body_timer = None
+        exchange = self._incoming
+        if exchange is not None and self._queue and self._queue[0] is exchange:
+            exchange.body_timed_out()
+        else:
+            self.abort()
 
     def _idle_since_now(self) -> None:
         loop = self._services.pool.loop
@@ -325,6 +451,9 @@ class ClientConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         recorder = self._services.recorder
 
         def ended(tunnel: Tunnel) -> None:

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from wakeproxy.accesslog import AccessLog
 from wakeproxy.backends.base import AGENT_PORT
-from wakeproxy.errors import PortNotOpen, ProxyError, UpstreamClosed, UpstreamTimeout
+from wakeproxy.errors import (
+    BodyTimeout,
+    PortNotOpen,
+    ProxyError,
+    UpstreamBusy,
+    UpstreamClosed,
+    UpstreamTimeout,
+)
 from wakeproxy.gateway import Gateway
 from wakeproxy.proxy.headers import (
     ForwardedRules,
@@ -39,10 +46,12 @@ from wakeproxy.proxy.headers import (
 )
 from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
 from wakeproxy.proxy.responses import for_sdk_port, render_error, wants_html
-from wakeproxy.proxy.upstream_pool import Link, UpstreamPool
+from wakeproxy.proxy.upstream_pool import Link, PoolBusy, UpstreamPool
 from wakeproxy.proxy.wire import (
     CONTINUE,
     LAST_CHUNK,
+    MAX_HEAD,
+    MAX_LINE,
     Framing,
     chunk,
     decoded_path,
@@ -101,6 +110,8 @@ class Services:
     access: AccessLog | None
     idle_timeout: float
     websocket_max_message: int
+    body_timeout: float = 60.0
+    body_min_rate: int = 1024
 
 
 def port_not_open(sandbox_id: str, port: int) -> PortNotOpen:
@@ -232,7 +243,8 @@ class Exchange:
         link = self._link
         if link is not None:
             link.write(chunk(data) if self.framing is Framing.CHUNKED else data)
-            link.last_read = self._services.pool.loop.time()  # an upload is no silence
+            # An upload is no silence, and the wait for the head starts at its end.
+            link.last_read = link.sent_at = self._services.pool.loop.time()
         elif self._body is not None:
             self._body.append(data)
             self._buffered += len(data)
@@ -256,6 +268,31 @@ class Exchange:
                 link.transport.pause_reading()
             else:
                 link.transport.resume_reading()
+
+    def body_timed_out(self) -> None:
+        """The request body stopped making progress (`client_body_timeout`): 408 if
+        nothing was answered yet, else the connection ends (its next request could not
+        be told from the rest of this body)."""
+        self.keep_alive = False
+        if self._finished:
+            self._release()
+            return
+        if self._task is not None:
+            self._task.cancel()
+        link = self._link
+        if link is not None:
+            self._link = None
+            link.close()
+        if self._head_sent:
+            self._cut()
+            return
+        self._reject(
+            BodyTimeout(
+                f"The request body stopped arriving: less than "
+                f"{self._services.body_min_rate} bytes per second; send it faster",
+                sandbox_id=None if self._target is None else self._target.sandbox_id,
+            )
+        )
 
     @property
     def finished(self) -> bool:
@@ -318,6 +355,13 @@ class Exchange:
             if self.websocket:
                 return await pool.open_unpooled(acquired.upstream)
             return await pool.open(acquired.upstream)
+        except PoolBusy as exc:
+            recorder.upstream_error("busy")
+            raise UpstreamBusy(
+                f"All {exc.limit} connections to port {target.port} of sandbox "
+                f"{target.sandbox_id} stayed busy; retry in a moment",
+                sandbox_id=target.sandbox_id,
+            ) from exc
         except TimeoutError as exc:
             recorder.upstream_error("timeout")
             raise UpstreamTimeout(
@@ -468,7 +512,7 @@ class Exchange:
             self._spawn(self._slow(target, HeaderView(self.headers), acquired))
             return
         self._services.recorder.upstream_error("closed")
-        what = "did not answer with HTTP" if error == "protocol" else "closed the connection"
+        what = _FAILURES.get(error, "closed the connection")
         self._reject(
             UpstreamClosed(
                 f"Port {target.port} of sandbox {target.sandbox_id} {what} before answering",
@@ -601,6 +645,12 @@ class Exchange:
         if not self._released:
             self._released = True
             self._conn.exchange_done(self)
+
+
+_FAILURES = {
+    "protocol": "did not answer with HTTP",
+    "too_large": f"sent a response header line over {MAX_LINE} bytes or a head over {MAX_HEAD}",
+}
 
 
 def _expects_continue(headers: Headers, version: str) -> bool:

@@ -21,9 +21,17 @@ import httptools
 from wakeproxy.backends.base import Upstream
 from wakeproxy.errors import HeadTooLarge
 from wakeproxy.proxy.headers import Headers
-from wakeproxy.proxy.wire import MAX_HEAD
+from wakeproxy.proxy.wire import FEED_SLICE, MAX_HEAD, over_bounds
 
 _SWEEP_EVERY = 5.0
+
+
+class PoolBusy(Exception):
+    """Every connection an upstream may have stayed busy for the whole wait."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 class ResponseSink(Protocol):
@@ -38,7 +46,7 @@ class ResponseSink(Protocol):
 
     def upstream_failed(self, error: str) -> None:
         """The link broke or spoke something other than HTTP before the response ended:
-        "closed" or "protocol"."""
+        "closed", "protocol" or "too_large" (a head or line over `MAX_HEAD`)."""
 
     def upstream_congested(self, congested: bool) -> None:
         """The upstream stopped (True) or resumed (False) reading what is written to it."""
@@ -60,16 +68,22 @@ class Link(asyncio.Protocol):
     __slots__ = (
         "_head_size",
         "_headers",
+        "_in_body",
         "_parser",
         "_pool",
+        "_quiet",
         "_reason",
+        "_reported",
+        "_slack",
         "_status",
         "_until_close",
+        "awaiting_head",
         "head_request",
         "idle_since",
         "last_read",
         "open",
         "reused",
+        "sent_at",
         "sink",
         "transport",
         "upgrading",
@@ -87,12 +101,19 @@ class Link(asyncio.Protocol):
         self.head_request = False
         self.upgrading = False  # the request asks for a WebSocket: a 101 is its answer
         self.last_read = 0.0
+        self.sent_at = 0.0  # when the last byte of the request went out
+        self.awaiting_head = False  # a request is out and its final head is not in
         self.idle_since = 0.0
         self._status = 0
         self._reason = b""
         self._headers: Headers = []
         self._head_size = 0
         self._until_close = False
+        # As on the client side (`ClientConnection`): what llhttp holds unreported.
+        self._quiet = 0
+        self._slack = 0
+        self._reported = False
+        self._in_body = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -109,18 +130,43 @@ class Link(asyncio.Protocol):
             self.close()
             return
         sink = self.sink
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            if not self.upgrading or self.sink is not sink:
-                self._fail("protocol")
+        at, end = 0, len(data)
+        while at < end:
+            # As on the client side (`ClientConnection.data_received`): slices outside a
+            # body, so an unfinished line is known to within one.
+            step = end - at if self._in_body else min(end - at, FEED_SLICE)
+            piece = data if step == end else memoryview(data)[at : at + step]
+            at += step
+            self._reported = False
+            try:
+                self._parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as upgrade:
+                if not self.upgrading or self.sink is not sink:
+                    self._fail("protocol")
+                    return
+                self.sink = None
+                sink.flush()
+                sink.upgraded(data[at - step + upgrade.args[0] :])
                 return
-            self.sink = None
-            sink.flush()
-            sink.upgraded(data[upgrade.args[0] :])
-            return
-        except httptools.HttpParserError:
-            self._fail("protocol")
+            except httptools.HttpParserError as error:
+                too_large = isinstance(error.__context__, HeadTooLarge)
+                self._fail("too_large" if too_large else "protocol")
+                break
+            if self.sink is not sink:
+                if at < end:
+                    # More than the answer: this connection cannot be trusted with
+                    # another request.
+                    self._fail("protocol")
+                break
+            if self._reported:
+                self._quiet = self._slack = len(piece)
+            else:
+                self._quiet += len(piece)
+                if over_bounds(self._quiet - self._slack, self._head_size):
+                    # A sandbox is not trusted to end a line: past the bound it is
+                    # not HTTP to us.
+                    self._fail("too_large")
+                    break
         sink.flush()
 
     def eof_received(self) -> bool:
@@ -150,15 +196,22 @@ class Link(asyncio.Protocol):
     # -- llhttp callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._reported = True
         self._headers = []
         self._head_size = 0
+        self._reason = b""
         self._status = 0
         self._until_close = False
 
     def on_status(self, reason: bytes) -> None:
-        self._reason = reason
+        self._reported = True
+        self._reason += reason  # llhttp reports a reason split across reads in pieces
+        self._head_size += len(reason)
+        if self._head_size > MAX_HEAD:
+            raise HeadTooLarge("response head")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._reported = True
         self._headers.append((name, value))
         # A sandbox is not trusted to end its head: past the bound it is not HTTP to us.
         self._head_size += len(name) + len(value)
@@ -166,14 +219,18 @@ class Link(asyncio.Protocol):
             raise HeadTooLarge("response head")
 
     def on_headers_complete(self) -> None:
+        self._reported = True
         status = self._parser.get_status_code()
         sink = self.sink
         if sink is None:
             return
         if status < 200:
             if status == 101 and self.upgrading:
+                self.awaiting_head = False
                 sink.response_head(status, self._reason, self._headers)
             return  # else an interim response (103 Early Hints): the final one follows
+        self.awaiting_head = False
+        self._in_body = True
         self._status = status
         self._until_close = _delimited_by_close(status, self._headers, self.head_request)
         sink.response_head(status, self._reason, self._headers)
@@ -185,10 +242,13 @@ class Link(asyncio.Protocol):
             sink.response_end(False)
 
     def on_body(self, body: bytes) -> None:
+        self._reported = True
         if self.sink is not None:
             self.sink.response_body(body)
 
     def on_message_complete(self) -> None:
+        self._reported = True
+        self._in_body = False
         sink = self.sink
         if not self._status or sink is None:
             return
@@ -276,7 +336,27 @@ class UpstreamPool:
 
     async def open(self, upstream: Upstream) -> Link:
         """A link to `upstream`: a new connection, or one that came back while waiting
-        for room under the bound. Raises `OSError` (refused) or `TimeoutError`."""
+        for room under the bound. Raises `OSError` (refused), `TimeoutError` (not
+        connected in time) or `PoolBusy` (no room came within the connect timeout)."""
+        if self._open.get(upstream, 0) >= self._limit:
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    link = await self._room(upstream)
+            except TimeoutError:
+                raise PoolBusy(self._limit) from None
+            if link is not None:
+                return link
+        self._open[upstream] = self._open.get(upstream, 0) + 1
+        try:
+            link = await self._connect_in_time(upstream)
+        except BaseException:
+            self._count_closed(upstream)  # its place under the bound is given back
+            raise
+        self._links.add(link)
+        return link
+
+    async def _room(self, upstream: Upstream) -> Link | None:
+        """Wait until a link comes back (returned) or there is room to open one (None)."""
         while self._open.get(upstream, 0) >= self._limit:
             waiter: asyncio.Future[Link | None] = self.loop.create_future()
             self._waiters.setdefault(upstream, collections.deque()).append(waiter)
@@ -294,14 +374,7 @@ class UpstreamPool:
             if link is not None:
                 link.reused = True
                 return link
-        self._open[upstream] = self._open.get(upstream, 0) + 1
-        try:
-            link = await self._connect_in_time(upstream)
-        except BaseException:
-            self._count_closed(upstream)  # its place under the bound is given back
-            raise
-        self._links.add(link)
-        return link
+        return None
 
     async def _connect_in_time(self, upstream: Upstream) -> Link:
         connecting = self.loop.create_task(self._connect(upstream))
@@ -332,8 +405,11 @@ class UpstreamPool:
         return link
 
     def watch(self, link: Link) -> None:
-        """Time `link`'s silence from now on, while it carries a request."""
-        link.last_read = self.loop.time()
+        """Time `link` from now on, while it carries a request: its whole response head
+        must arrive within the timeout of the request's last byte, then its body may not
+        stay silent for longer."""
+        link.last_read = link.sent_at = self.loop.time()
+        link.awaiting_head = True
         self._waiting.add(link)
         if self._silence_check is None:
             self._silence_check = self.loop.call_later(self._silence_tick(), self._check_silence)
@@ -348,7 +424,7 @@ class UpstreamPool:
             sink = link.sink
             if sink is None:
                 self._waiting.discard(link)  # answered (or gone) since
-            elif link.last_read <= due:
+            elif (link.sent_at if link.awaiting_head else link.last_read) <= due:
                 self._waiting.discard(link)
                 link.close()
                 sink.upstream_silent()

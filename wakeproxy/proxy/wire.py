@@ -18,6 +18,22 @@ Headers = list[tuple[bytes, bytes]]
 MAX_HEAD = 64 * 1024
 """Bytes a request head may take (request line and headers); more is answered 431."""
 
+MAX_LINE = 16 * 1024
+"""Bytes one header line (or chunk-size line, or trailer line) may take; more is refused
+like a head over `MAX_HEAD`. nginx refuses a request header line over 8 KiB by default."""
+
+FEED_SLICE = 4 * 1024
+"""Outside a body, bytes are handed to llhttp at most this many at a time: its binding
+keeps an unfinished header line to itself, so the size of one is known only to within
+a slice, and an endless line is refused once it is surely over `MAX_LINE`."""
+
+
+def over_bounds(unreported: int, head_size: int) -> bool:
+    """Whether an unfinished line of at least `unreported` bytes, behind `head_size`
+    bytes of head already parsed, is surely over `MAX_LINE` or `MAX_HEAD`."""
+    return unreported > MAX_LINE or unreported + head_size > MAX_HEAD
+
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -90,6 +106,13 @@ def response_framing(
         if len(name) == 14 and name.lower() == b"content-length":
             return Framing.LENGTH
     return Framing.CHUNKED if client_http11 else Framing.CLOSE
+
+
+def body_due(since: float, received: int, timeout: float, min_rate: int) -> float:
+    """When a request body that began at `since` (paused time excluded) and has brought
+    `received` bytes so far must be complete: `timeout`, plus a second per `min_rate`
+    bytes, so a body that keeps up a minimal rate is never cut, and a trickle is."""
+    return since + timeout + received / min_rate
 
 
 def request_head(method: bytes, target: bytes, headers: Headers, framing: Framing) -> bytes:
