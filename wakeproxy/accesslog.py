@@ -14,7 +14,12 @@ started the wake, whether it was then forwarded or not); a WebSocket session has
 `websocket: true` and lasts as long as the session. A request the proxy answered itself
 has `reason`, the same word as its JSON error's `reason` and the label of
 `wakeproxy_rejected_total` (or of the relay's failure: `upstream_closed`, `port_not_open`,
-`upstream_timeout`). `log.access = false` turns the access log off; `log.level` does not affect it.
+`upstream_timeout`). Every line has `request_id` (the `X-Request-Id` sent upstream and in
+the proxy's own answers), `client` (the peer, or behind `proxy.trusted_proxies` the
+client they name in X-Forwarded-For), and when the request had them `host` and
+`user_agent`; the user agent is read from the request's headers when the line is made,
+not during the request. `log.access = false` turns the access log off; `log.level` does
+not affect it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Final, TextIO, TypeAlias
 
 from wakeproxy.logs import text_line
 
+Headers: TypeAlias = list[tuple[bytes, bytes]]
+
 ACCESS_LOGGER: Final = "wakeproxy.access"
 _DELAY = 0.1  # seconds a line may wait to be written with others
 _BATCH = 512  # pending lines that are written at once
@@ -36,8 +43,9 @@ _quote = json.encoder.encode_basestring_ascii
 _PREFIX = f', "level": "info", "logger": "{ACCESS_LOGGER}", "msg": "request", "method": '
 
 _Entry: TypeAlias = tuple[
-    float, str, str, int, int, float, str | None, int | None, float, bool, bool, str | None
-]
+    float, str, str, int, int, float, str | None, int | None, float, bool, bool, str | None,
+    bytes, str | None, bytes | None, Headers,
+]  # fmt: skip
 
 
 class AccessLog:
@@ -61,12 +69,17 @@ class AccessLog:
         triggered: bool,
         websocket: bool,
         reason: str | None = None,
+        request_id: bytes = b"",
+        client: str | None = None,
+        host: bytes | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Note one finished request; its line is written within `_DELAY` seconds."""
         pending = self._pending
         pending.append(
             (time.time(), method, path, status, body_bytes, seconds, sandbox_id, port,
-             held_for, triggered, websocket, reason)
+             held_for, triggered, websocket, reason, request_id, client, host,
+             headers or _NO_HEADERS)
         )  # fmt: skip
         if len(pending) >= _BATCH:
             self.flush()
@@ -87,10 +100,21 @@ class AccessLog:
         stream.flush()
 
 
+_NO_HEADERS: Headers = []
+_USER_AGENT = b"user-agent"
+
+
+def _user_agent(headers: Headers) -> str | None:
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == _USER_AGENT:
+            return value.decode("latin-1")
+    return None
+
+
 def _json_line(entry: _Entry) -> str:
     """The line `logs.json_line` makes for this entry (equal as JSON), made much faster."""
     (at, method, path, status, body_bytes, seconds, sandbox_id, port,
-     held_for, triggered, websocket, reason) = entry  # fmt: skip
+     held_for, triggered, websocket, reason, request_id, client, host, headers) = entry  # fmt: skip
     # Fixed-point formatting: `round(x, 6)` alone costs more than the rest of the line.
     line = (
         f'{{"ts": {at:.6f}{_PREFIX}{_quote(method)}, "path": {_quote(path)}, '
@@ -105,12 +129,21 @@ def _json_line(entry: _Entry) -> str:
         line += ', "websocket": true'
     if reason is not None:
         line += f', "reason": "{reason}"'  # a fixed word of ours, never client input
+    # Checked characters (`proxy.requestid`), so no quoting needed.
+    line += f', "request_id": "{request_id.decode()}"'
+    if client is not None:
+        line += f', "client": {_quote(client)}'
+    if host is not None:
+        line += f', "host": {_quote(host.decode("latin-1"))}'
+    user_agent = _user_agent(headers)
+    if user_agent is not None:
+        line += f', "user_agent": {_quote(user_agent)}'
     return line + "}\n"
 
 
 def _text_line(entry: _Entry) -> str:
     (at, method, path, status, body_bytes, seconds, sandbox_id, port,
-     held_for, triggered, websocket, reason) = entry  # fmt: skip
+     held_for, triggered, websocket, reason, request_id, client, host, headers) = entry  # fmt: skip
     fields: dict[str, object] = {
         "method": method,
         "path": path,
@@ -128,4 +161,12 @@ def _text_line(entry: _Entry) -> str:
         fields["websocket"] = True
     if reason is not None:
         fields["reason"] = reason
+    fields["request_id"] = request_id.decode()
+    if client is not None:
+        fields["client"] = client
+    if host is not None:
+        fields["host"] = host.decode("latin-1")
+    user_agent = _user_agent(headers)
+    if user_agent is not None:
+        fields["user_agent"] = user_agent
     return text_line(at, "info", "request", fields) + "\n"

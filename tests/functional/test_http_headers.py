@@ -214,6 +214,7 @@ async def test_a_bare_request_gets_only_the_forwarding_headers_added(
         "X-Forwarded-For",
         "X-Forwarded-Proto",
         "X-Forwarded-Host",
+        "X-Request-Id",
     ]
     assert json.loads(response.body)["method"] == "GET"
 
@@ -235,7 +236,9 @@ async def test_client_headers_arrive_in_order_as_spelled_and_none_is_added_to_a_
             "POST", "/headers", host_for(upstream.port), sent, body=b"data"
         )
     assert response.status == 200
-    added_by_proxy = {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+    added_by_proxy = {
+        "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"
+    }  # fmt: skip
     forwarded = [
         pair for pair in upstream.seen[-1].headers if pair[0].lower() not in added_by_proxy
     ]

@@ -305,3 +305,84 @@ async def test_responses_that_did_not_wait_for_a_wake_have_no_wait_headers(
     for reply in (looked_up, refused):
         assert WAIT_HEADER not in reply.headers
         assert "Server-Timing" not in reply.headers
+
+
+# -- request ids and who asked ----------------------------------------------------------------
+
+
+def _header(upstream: Upstream, name: str) -> list[str]:
+    return [value for key, value in upstream.seen[-1].headers if key.lower() == name.lower()]
+
+
+async def test_a_request_id_is_made_sent_upstream_and_logged_with_the_client_and_host(
+    proxy: Listening, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = AccessLines(capsys)
+    headers = {
+        "Host": host_for(upstream.port),
+        "User-Agent": "probe/1.0 (test)",
+        "X-Request-Id": "chosen-by-the-client",  # not a trusted proxy: replaced
+        "X-Forwarded-For": "198.51.100.7",
+    }
+    async with aiohttp.ClientSession() as client:
+        for _ in range(2):
+            async with client.get(f"{proxy.url}/count", headers=headers) as response:
+                assert response.status == 200
+                assert "X-Request-Id" not in response.headers  # only on the proxy's answers
+        await until(lambda: len(access.read()) == 2, "two access-log lines")
+    first, second = access.lines
+    assert _header(upstream, "X-Request-Id") == [second["request_id"]]
+    assert first["request_id"] != second["request_id"]
+    assert "chosen-by-the-client" not in (first["request_id"], second["request_id"])
+    assert (second["client"], second["host"]) == ("127.0.0.1", headers["Host"])
+    assert second["user_agent"] == "probe/1.0 (test)"
+
+
+async def test_a_trusted_proxys_request_id_and_client_are_believed(
+    start_proxy: StartProxy, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = AccessLines(capsys)
+    async with (
+        start_proxy(trusted_proxies=("127.0.0.1/32",)) as proxy,
+        aiohttp.ClientSession() as client,
+    ):
+        for request_id in ("edge-7f3a:1", 'not "plain" at all'):
+            headers = {
+                "Host": host_for(upstream.port),
+                "X-Request-Id": request_id,
+                "X-Forwarded-For": "198.51.100.7, 127.0.0.1",
+            }
+            async with client.get(f"{proxy.url}/count", headers=headers) as response:
+                assert response.status == 200
+            sent = _header(upstream, "X-Request-Id")
+            assert len(sent) == 1
+            assert (sent[0] == request_id) is (request_id == "edge-7f3a:1")
+        await until(lambda: len(access.read()) == 2, "two access-log lines")
+    kept, replaced = access.lines
+    assert kept["request_id"] == "edge-7f3a:1"
+    assert replaced["request_id"] == sent[0]  # a malformed id is replaced, not logged
+    # Behind a trusted proxy, the client is the address it names.
+    assert kept["client"] == replaced["client"] == "198.51.100.7"
+
+
+async def test_every_answer_the_proxy_makes_names_the_request_id(
+    proxy: Listening, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = AccessLines(capsys)
+    closed = free_port()
+    answers = []
+    async with aiohttp.ClientSession() as client:
+        for host in ("nowhere.example", host_for(upstream.port, "Bad_Id"), host_for(closed)):
+            async with client.get(f"{proxy.url}/", headers={"Host": host}) as response:
+                answers.append(
+                    (response.status, response.headers["X-Request-Id"], await response.json())
+                )
+        browser = {"Host": "nowhere.example", "Sec-Fetch-Mode": "navigate"}
+        async with client.get(f"{proxy.url}/", headers=browser) as response:
+            page_id = response.headers["X-Request-Id"]
+            assert f"Request id: {page_id}" in await response.text()
+        await until(lambda: len(access.read()) == 4, "four access-log lines")
+    assert [status for status, _, _ in answers] == [404, 400, 502]
+    for (_, header_id, document), line in zip(answers, access.lines, strict=False):
+        assert document["requestId"] == header_id == line["request_id"]
+    assert len({header_id for _, header_id, _ in answers} | {page_id}) == 4

@@ -37,6 +37,7 @@ async def test_a_held_request_is_one_json_line_with_its_wait_and_trigger() -> No
     assert "websocket" not in held
     assert "sandbox" not in unrouted
     assert "held" not in unrouted
+    assert not {"reason", "client", "host", "user_agent"} & set(unrouted)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +46,12 @@ async def test_a_held_request_is_one_json_line_with_its_wait_and_trigger() -> No
 async def test_json_lines_are_what_the_event_log_would_write(path: str) -> None:
     stream = io.StringIO()
     access = AccessLog("json", stream)
-    access.record("PATCH", path, 201, 7, 1.5, "sbx2", 8080, 0.25, False, True)
+    weird = path.encode("utf-8").decode("latin-1")  # as a header decodes
+    headers = [(b"Accept", b"*/*"), (b"user-agent", weird.encode("latin-1"))]
+    access.record(
+        "PATCH", path, 201, 7, 1.5, "sbx2", 8080, 0.25, False, True,
+        "upstream_closed", b"ab12-7", "203.0.113.9", weird.encode("latin-1"), headers,
+    )  # fmt: skip
     access.flush()
     [written] = lines(stream)
     expected = json_line(
@@ -64,6 +70,11 @@ async def test_json_lines_are_what_the_event_log_would_write(path: str) -> None:
             "held": 0.25,
             "wake_trigger": False,
             "websocket": True,
+            "reason": "upstream_closed",
+            "request_id": "ab12-7",
+            "client": "203.0.113.9",
+            "host": weird,
+            "user_agent": weird,
         },
     )
     assert written == json.loads(expected)

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wakeproxy.accesslog import AccessLog
@@ -45,6 +45,7 @@ from wakeproxy.proxy.headers import (
     wait_headers,
 )
 from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
+from wakeproxy.proxy.requestid import RequestIds
 from wakeproxy.proxy.responses import for_sdk_port, render_error, wants_html
 from wakeproxy.proxy.upstream_pool import Link, PoolBusy, UpstreamPool
 from wakeproxy.proxy.wire import (
@@ -112,6 +113,7 @@ class Services:
     websocket_max_message: int
     body_timeout: float = 60.0
     body_min_rate: int = 1024
+    ids: RequestIds = field(default_factory=RequestIds)
 
 
 def port_not_open(sandbox_id: str, port: int) -> PortNotOpen:
@@ -140,6 +142,7 @@ class Exchange:
         "_raw_origin",
         "_reason",
         "_released",
+        "_request_id",
         "_retried",
         "_services",
         "_started",
@@ -201,6 +204,7 @@ class Exchange:
         self._held_for = 0.0
         self._triggered = False
         self._reason: str | None = None  # why the proxy answered itself, if it did
+        self._request_id: bytes | None = None
         self._in_flight = False
         self._retried = False
         self._status = 0
@@ -209,6 +213,16 @@ class Exchange:
         self._head_sent = False
         self._finished = False
         self._released = False
+
+    @property
+    def request_id(self) -> bytes:
+        """This request's id (`proxy.requestid`), settled the first time it is asked for."""
+        request_id = self._request_id
+        if request_id is None:
+            services = self._services
+            trusted = services.rules.is_trusted(self._conn.peer_ip)
+            request_id = self._request_id = services.ids.for_request(self.headers, trusted)
+        return request_id
 
     # -- from the client connection ---------------------------------------------------
 
@@ -341,7 +355,8 @@ class Exchange:
         except ProxyError as error:
             self._reject(error, upstream=self._in_flight)
         except Exception:
-            log.exception("request failed", extra={"event": "internal_error"})
+            extra = {"event": "internal_error", "request_id": self.request_id.decode()}
+            log.exception("request failed", extra=extra)
             self._reason = "internal_error"
             self._answer(500, [(b"Content-Type", b"text/plain")], b"internal proxy error\n")
 
@@ -403,7 +418,7 @@ class Exchange:
         link.head_request = self.method == "HEAD"
         services.pool.watch(link)
         headers = services.rules.upstream_request_headers(
-            self.headers, conn.peer_ip, b"http", self.host or conn.local_host
+            self.headers, conn.peer_ip, b"http", self.host or conn.local_host, self.request_id
         )
         if self.websocket:
             link.upgrading = True
@@ -583,7 +598,8 @@ class Exchange:
             self._services.recorder.rejected(error.reason)
         if self._target is not None and self._target.port == AGENT_PORT:
             error = for_sdk_port(error)
-        rendered = render_error(error, html=wants_html(HeaderView(self.headers)))
+        html = wants_html(HeaderView(self.headers))
+        rendered = render_error(error, html=html, request_id=self.request_id.decode())
         headers = encoded(rendered.headers)
         if self._held_for:
             headers.extend(wait_headers(self._held_for))
@@ -593,6 +609,7 @@ class Exchange:
         if self._finished:
             return
         self._body = None  # whatever is still to come of the request body is dropped
+        headers.append((b"X-Request-Id", self.request_id))
         head_only = self.method == "HEAD"
         if not head_only:
             self.body_bytes = len(body)
@@ -637,6 +654,10 @@ class Exchange:
                 self._triggered,
                 self.websocket,
                 self._reason,
+                self.request_id,
+                services.rules.client_address(self.headers, self._conn.peer_ip),
+                self.host,
+                self.headers,
             )
         if self.body_done or not self.keep_alive:
             self._release()

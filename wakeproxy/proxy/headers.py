@@ -46,8 +46,9 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 # would let a client strip the Host the upstream routes on, or the framing of a body.
 _NEVER_NOMINATED = frozenset({b"host", b"content-length"})
 
-# The proxy answers "Expect: 100-continue" itself, so the upstream must not also.
-_REQUEST_ONLY = frozenset({b"expect", b"x-forwarded-for"})
+# The proxy answers "Expect: 100-continue" itself, so the upstream must not also; the
+# X-Forwarded-For chain and the request id are rebuilt (`proxy.requestid`).
+_REQUEST_ONLY = frozenset({b"expect", b"x-forwarded-for", b"x-request-id"})
 
 # Claims about the client that only a trusted proxy may make. Forwarded and
 # X-Real-IP are not rebuilt here, only passed on from a trusted proxy; some
@@ -126,14 +127,34 @@ class ForwardedRules:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
 
+    def client_address(self, headers: Headers, peer_ip: str | None) -> str | None:
+        """Who the client is: the peer, or behind trusted proxies the right-most address
+        of X-Forwarded-For that is not one of them."""
+        if not self.is_trusted(peer_ip):
+            return peer_ip
+        hops = _forwarded_for(
+            [(name.lower(), name, value) for name, value in headers], True, None
+        ).split(b", ")
+        for hop in reversed(hops):
+            address = hop.decode("latin-1")
+            if address and not self.is_trusted(address):
+                return address
+        return hops[0].decode("latin-1") or peer_ip
+
     def upstream_request_headers(
-        self, headers: Headers, peer_ip: str | None, scheme: bytes, host: bytes
+        self,
+        headers: Headers,
+        peer_ip: str | None,
+        scheme: bytes,
+        host: bytes,
+        request_id: bytes | None = None,
     ) -> Headers:
         """The headers to send upstream for a client request.
 
         `peer_ip` is the connection's peer (None for a unix socket: nothing is added
         to X-Forwarded-For then), `scheme` and `host` are what the client used; the
         client's Host header is kept as sent, so the upstream sees the original host.
+        The client's own X-Request-Id is dropped; `request_id` is sent instead.
         """
         trusted = self.is_trusted(peer_ip)
         lowered = [(name.lower(), name, value) for name, value in headers]
@@ -148,6 +169,8 @@ class ForwardedRules:
             kept.append((b"X-Forwarded-Proto", scheme))
         if b"x-forwarded-host" not in names and host:
             kept.append((b"X-Forwarded-Host", host))
+        if request_id is not None:
+            kept.append((b"X-Request-Id", request_id))
         return kept
 
 

@@ -77,13 +77,13 @@ def wants_html(headers: Mapping[str, str]) -> bool:
     return "text/html" in accept and headers.get("User-Agent", "").startswith("Mozilla/")
 
 
-def render_error(error: ProxyError, *, html: bool) -> Rendered:
+def render_error(error: ProxyError, *, html: bool, request_id: str | None = None) -> Rendered:
     headers: list[tuple[str, str]] = [("Cache-Control", "no-store")]
     if error.retry_after is not None:
         headers.append(("Retry-After", str(max(1, math.ceil(error.retry_after)))))
     if html:
         headers.append(("Content-Type", "text/html; charset=utf-8"))
-        return Rendered(error.status, tuple(headers), _error_page(error))
+        return Rendered(error.status, tuple(headers), _error_page(error, request_id))
     document: dict[str, object] = {
         "code": error.status,
         "message": error.message,
@@ -91,13 +91,18 @@ def render_error(error: ProxyError, *, html: bool) -> Rendered:
     }
     if error.sandbox_id is not None:
         document["sandboxId"] = error.sandbox_id
+    if request_id is not None:
+        document["requestId"] = request_id
     headers.append(("Content-Type", "application/json"))
     return Rendered(error.status, tuple(headers), json.dumps(document).encode())
 
 
-def _error_page(error: ProxyError) -> bytes:
+def _error_page(error: ProxyError, request_id: str | None) -> bytes:
     title = _REASON_TITLES.get(error.reason) or _TITLES.get(error.status, "Proxy error")
-    detail = f"Sandbox: {error.sandbox_id}" if error.sandbox_id else ""
+    details = [f"Sandbox: {error.sandbox_id}"] if error.sandbox_id else []
+    if request_id is not None:
+        details.append(f"Request id: {request_id}")
+    detail = " · ".join(details)
     hint = _HINTS.get(error.reason, "")
     if not hint and error.retry_after is not None:
         hint = "This page does not reload by itself: reload it in a few seconds."
