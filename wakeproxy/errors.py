@@ -7,7 +7,9 @@
     └── ProxyError                  something the proxy answers a client with
         ├── RouteError              malformed host, sandbox id or port          → 400
         │   ├── HeadTooLarge        request head over its bound                → 431
-        │   └── UnknownHost         Host under none of the configured domains  → 404
+        │   ├── UnknownHost         Host under none of the configured domains  → 404
+        │   └── NoSandboxNamed      base host without the E2B headers          → 400
+        ├── BadSignature            signed file URL that no sandbox signed      → 401
         ├── BodyTimeout             request body stopped making progress        → 408
         ├── Forbidden               traffic token missing or wrong             → 403
         ├── BackendError            raised by a `Backend`, translated at its edge
@@ -107,6 +109,16 @@ class BodyTimeout(ProxyError):
 class UnknownHost(RouteError):
     status = 404
     reason = "unknown_host"
+
+
+class NoSandboxNamed(RouteError):
+    """A base host without the E2B headers: nothing names the sandbox, unless the request
+    is a signed file URL (`proxy/signed.py`)."""
+
+
+class BadSignature(ProxyError):
+    status = 401
+    reason = "bad_signature"
 
 
 class Forbidden(ProxyError):

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wakeproxy.errors import ConfigError, RouteError, UnknownHost
+from wakeproxy.errors import ConfigError, NoSandboxNamed, RouteError, UnknownHost
 
 if TYPE_CHECKING:
     from wakeproxy.config import ProxyConfig
@@ -138,7 +138,7 @@ class Router:
                 )
                 if value is None
             ]
-            raise RouteError(
+            raise NoSandboxNamed(
                 f"missing header {' and '.join(missing)}: on the base host {_show(name)} the "
                 f"{SANDBOX_ID_HEADER} and {SANDBOX_PORT_HEADER} headers choose the sandbox "
                 f"(or use the host <port>-<sandboxId>.<domain>)"

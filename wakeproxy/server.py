@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from wakeproxy.accesslog import AccessLog
-from wakeproxy.backends.base import Backend, watch_backend
+from wakeproxy.backends.base import Backend, SignedFileLookup, watch_backend
 from wakeproxy.config import Config
 from wakeproxy.errors import ListenError
 from wakeproxy.gateway import Gateway
@@ -118,7 +118,13 @@ async def running_proxy(
             activity_batch=wake.activity_batch,
             recorder=metrics,
         ) as shared,
-        _serving(config, shared, reuse_port=reuse_port, metrics=metrics) as listening,
+        _serving(
+            config,
+            shared,
+            reuse_port=reuse_port,
+            metrics=metrics,
+            signed=backend if isinstance(backend, SignedFileLookup) else None,
+        ) as listening,
     ):
         yield dataclasses.replace(listening, state=shared.store)
 
@@ -130,6 +136,7 @@ async def _serving(
     *,
     reuse_port: bool = False,
     metrics: Metrics | None = None,
+    signed: SignedFileLookup | None = None,
 ) -> AsyncIterator[Listening]:
     settings = config.proxy
     metrics = metrics or Metrics()
@@ -153,6 +160,7 @@ async def _serving(
         settings.websocket_max_message,
         settings.client_body_timeout,
         settings.client_body_min_rate,
+        signed=signed,
     )
     async with coordinator:
         listener = Listener(services)

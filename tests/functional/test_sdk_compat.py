@@ -12,6 +12,8 @@ import contextlib
 import json
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,50 @@ def test_proc_reads_and_killed_commands_with_the_npm_sdk(
     module_platform: PlatformProcess,
 ) -> None:
     run_js(node, module_platform, "proc-and-kill")
+
+
+# -- signed URLs through the proxy's base host --------------------------------------------
+
+
+def _http(method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url, data=body or None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.mark.slow
+def test_signed_download_and_upload_urls_work_and_bad_ones_get_401(sandbox: Any) -> None:
+    sandbox.files.write("/home/user/signed.txt", "read through a signed URL")
+    url = sandbox.download_url("/home/user/signed.txt")
+    assert "signature=v1_" in url
+    assert sandbox.sandbox_id not in url
+    assert _http("GET", url) == (200, b"read through a signed URL")
+
+    upload = sandbox.upload_url("/home/user/uploaded.txt", use_signature_expiration=120)
+    boundary = "wakeproxy-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="u.txt"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\nsent by a browser\r\n--{boundary}--\r\n"
+    ).encode()
+    status, _ = _http(
+        "POST", upload, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert status == 200
+    assert sandbox.files.read("/home/user/uploaded.txt") == "sent by a browser"
+
+    expired = sandbox.download_url("/home/user/signed.txt", use_signature_expiration=-60)
+    status, answer = _http("GET", expired)
+    assert status == 401
+    assert b"expired" in answer
+    tampered = url.replace("signed.txt", "other.txt")
+    status, answer = _http("GET", tampered)
+    assert status == 401
+    assert b"invalid signature" in answer
+
+
+@pytest.mark.slow
+def test_signed_urls_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
+    run_js(node, module_platform, "signed-urls")

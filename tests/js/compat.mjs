@@ -48,6 +48,30 @@ const scenarios = {
       got.startsWith('TimeoutError') && /sandbox was killed|sandbox timeout/i.test(got))
     return true
   },
+
+  // download_url()/upload_url() of a secure sandbox on the proxy's base host.
+  async 'signed-urls'(sandbox) {
+    await sandbox.files.write('/home/user/signed.txt', 'read through a signed URL')
+    const url = await sandbox.downloadUrl('/home/user/signed.txt')
+    check('download URL names no sandbox', url.includes(sandbox.sandboxId), false)
+    const got = await fetch(url)
+    check('signed download', `${got.status} ${await got.text()}`, '200 read through a signed URL')
+    const upload = await sandbox.uploadUrl('/home/user/uploaded.txt', {
+      useSignatureExpiration: 120,
+    })
+    const form = new FormData()
+    form.append('file', new Blob(['sent by a browser']), 'u.txt')
+    const sent = await fetch(upload, { method: 'POST', body: form })
+    check('signed upload', sent.status, 200)
+    check('uploaded content', await sandbox.files.read('/home/user/uploaded.txt'),
+      'sent by a browser')
+    const expired = await sandbox.downloadUrl('/home/user/signed.txt', {
+      useSignatureExpiration: -60,
+    })
+    check('expired signature', (await fetch(expired)).status, 401)
+    const tampered = url.replace('signed.txt', 'other.txt')
+    check('tampered signature', (await fetch(tampered)).status, 401)
+  },
 }
 
 async function main() {
@@ -58,6 +82,7 @@ async function main() {
     if (!process.env[variable]) throw new Error(`${variable} is not set`)
   }
   const sandbox = await Sandbox.create({
+    secure: true,
     lifecycle: { onTimeout: 'pause', autoResume: false },
     timeoutMs: 300_000,
   })

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +44,35 @@ class SandboxInfo:
     end_at: float | None = None
     traffic_token: str | None = None  # None: public traffic allowed
     agent_port: int = AGENT_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class SignedFile:
+    """A signed `/files` URL's grant: what the SDKs sign with a sandbox's envd token."""
+
+    path: str
+    operation: str
+    """`read` (GET) or `write` (POST)."""
+    username: str
+    signature: str
+    expiration: str | None
+
+    def signed_with(self, token: str) -> bool:
+        """Whether `token` made the signature (E2B's v1 scheme; constant-time compare)."""
+        parts = [self.path, self.operation, self.username, token]
+        if self.expiration is not None:
+            parts.append(self.expiration)
+        digest = hashlib.sha256(":".join(parts).encode()).digest()
+        expected = "v1_" + base64.b64encode(digest).decode("ascii").rstrip("=")
+        return hmac.compare_digest(expected.encode(), self.signature.encode())
+
+
+@runtime_checkable
+class SignedFileLookup(Protocol):
+    """Offered by a backend that knows its sandboxes' envd access tokens (the embedded
+    platform): the sandbox whose token signed a file URL, or None."""
+
+    def sandbox_for_signed_file(self, grant: SignedFile) -> str | None: ...
 
 
 # Connects to one port of one sandbox and hands over the connected socket.

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wakeproxy.accesslog import AccessLog
-from wakeproxy.backends.base import AGENT_PORT
+from wakeproxy.backends.base import AGENT_PORT, SignedFileLookup
 from wakeproxy.errors import (
     BodyTimeout,
+    NoSandboxNamed,
     PortNotOpen,
     ProxyError,
     UpstreamBusy,
@@ -47,6 +48,7 @@ from wakeproxy.proxy.headers import (
 from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
 from wakeproxy.proxy.requestid import RequestIds
 from wakeproxy.proxy.responses import for_sdk_port, render_error, wants_html
+from wakeproxy.proxy.signed import signed_file, signed_target
 from wakeproxy.proxy.upstream_pool import Link, PoolBusy, UpstreamPool
 from wakeproxy.proxy.wire import (
     CONTINUE,
@@ -114,6 +116,8 @@ class Services:
     body_timeout: float = 60.0
     body_min_rate: int = 1024
     ids: RequestIds = field(default_factory=RequestIds)
+    signed: SignedFileLookup | None = None
+    """Finds the sandbox of a signed file URL on the base host (None: such URLs get 400)."""
 
 
 def port_not_open(sandbox_id: str, port: int) -> PortNotOpen:
@@ -231,10 +235,7 @@ class Exchange:
         services = self._services
         headers = HeaderView(self.headers)
         try:
-            host = self.host
-            target = services.router.route(
-                None if host is None else host.decode("latin-1"), headers
-            )
+            target = self._route(headers)
             self._target = target
             if self.path == WAIT_PATH:
                 self._spawn(self._wait(target))
@@ -252,6 +253,17 @@ class Exchange:
                 self._attach(acquired, link)
                 return
         self._spawn(self._slow(target, headers, acquired))
+
+    def _route(self, headers: HeaderView) -> Target:
+        services = self._services
+        host = self.host
+        try:
+            return services.router.route(None if host is None else host.decode("latin-1"), headers)
+        except NoSandboxNamed:
+            grant = None if services.signed is None else signed_file(self.method, self.origin)
+            if services.signed is None or grant is None:
+                raise
+            return signed_target(services.signed, grant, time.time())
 
     def feed_body(self, data: bytes) -> None:
         link = self._link

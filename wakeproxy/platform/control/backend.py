@@ -15,7 +15,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 
-from wakeproxy.backends.base import SandboxInfo, SandboxState, StateListener, Upstream
+from wakeproxy.backends.base import (
+    SandboxInfo,
+    SandboxState,
+    SignedFile,
+    StateListener,
+    Upstream,
+)
 from wakeproxy.errors import NotFound
 from wakeproxy.platform.control.manager import SandboxManager
 
@@ -44,6 +50,15 @@ class LocalBackend:
             return await manager.open_socket(sandbox_id, port)
 
         return Upstream(host=f"{sandbox_id}.sandbox.invalid", port=port, opener=opener)
+
+    def sandbox_for_signed_file(self, grant: SignedFile) -> str | None:
+        """The secure sandbox whose envd token signed `grant`: one hash per secure
+        sandbox, since the signed URL names no sandbox (`wakeproxy.proxy.signed`)."""
+        for record in self._manager.records():
+            token = record.envd_token
+            if token and record.state is not SandboxState.KILLED and grant.signed_with(token):
+                return record.sandbox_id
+        return None
 
     async def touch(self, activity: Mapping[str, float]) -> None:
         self._manager.touch(activity)
