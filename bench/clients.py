@@ -4,6 +4,7 @@
     python bench/clients.py hold PORT HOST N         N requests sent and left waiting
     python bench/clients.py ws-idle PORT HOST N      N WebSockets opened and left idle
     python bench/clients.py ws-echo PORT HOST CONNS SECONDS   echo round trips per second
+    python bench/clients.py count PORT HOST N CONNS   N GETs over CONNS keep-alive connections
 
 `hold` and `ws-idle` print `{"ready": n}` once their requests are sent or their sockets
 open, then wait until they are terminated.
@@ -118,10 +119,45 @@ async def ws_echo(port: int, host: str, conns: int, seconds: float) -> None:
         _say({"round_trips_per_s": sum(counts) / (time.monotonic() - begin)})
 
 
+async def _get_all(port: int, host: str, n: int) -> list[int]:
+    """`n` GETs one after another on one keep-alive connection; their statuses."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    statuses = []
+    for _ in range(n):
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        statuses.append(int(head[0].split()[1]))
+    writer.close()
+    return statuses
+
+
+async def count(port: int, host: str, n: int, conns: int) -> None:
+    """Exactly `n` requests, spread over `conns` keep-alive connections, so that what the
+    proxy did for them (its instructions under callgrind) divides by a known count."""
+    shares = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+    begin = time.monotonic()
+    done = await asyncio.gather(*(_get_all(port, host, share) for share in shares))
+    statuses = [status for one in done for status in one]
+    _say(
+        {
+            "requests": len(statuses),
+            "ok": sum(1 for status in statuses if status == 200),
+            "seconds": time.monotonic() - begin,
+        }
+    )
+
+
 def main() -> None:
     command, port, host, *rest = sys.argv[1:]
     args = [int(port), host, *(float(x) if "." in x else int(x) for x in rest)]
-    runs = {"storm": storm, "hold": hold, "ws-idle": ws_idle, "ws-echo": ws_echo}
+    runs = {"storm": storm, "hold": hold, "ws-idle": ws_idle, "ws-echo": ws_echo, "count": count}
     asyncio.run(runs[command](*args))  # type: ignore[operator]
 
 

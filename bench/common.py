@@ -28,6 +28,68 @@ PYTHON = sys.executable
 
 
 @dataclass(frozen=True)
+class Build:
+    """Which wakeproxy the proxy processes run: an interpreter and the environment that
+    decides what it imports.
+
+    The checkout build puts the checkout bench/ is in first on `PYTHONPATH` (the package
+    need not be installed); an installed build clears `PYTHONPATH` so that the
+    interpreter's own install (e.g. a compiled build in a virtual environment) is used.
+    """
+
+    name: str  # "pure Python" or "compiled (mypyc)"
+    python: str
+    env: tuple[tuple[str, str], ...]
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return dict(self.env)
+
+    @classmethod
+    def checkout(cls, python: str = PYTHON) -> Build:
+        inherited = os.environ.get("PYTHONPATH", "")
+        path = os.pathsep.join(p for p in (str(REPO), inherited) if p)
+        return cls("pure Python", python, (("PYTHONPATH", path),))
+
+    @classmethod
+    def installed(cls, python: str) -> Build:
+        env = (("PYTHONPATH", ""),)
+        probe = "import wakeproxy.proxy.exchange as m; print(m.__file__)"
+        where = subprocess.run(
+            [python, "-c", probe], env={**os.environ, **dict(env)},
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        compiled = not where.endswith(".py")
+        return cls("compiled (mypyc)" if compiled else "pure Python", python, env)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants so far (nginx's worker is
+    its master's child), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid → (parent, seconds)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total, changed = {pid}, 0.0, True
+    while changed:
+        changed = False
+        for child, (parent, _) in stats.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                changed = True
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
+@dataclass(frozen=True)
 class Cores:
     """Which cores each role gets (as `taskset -c` lists)."""
 
@@ -191,6 +253,8 @@ def machine() -> dict[str, str]:
         "uvloop": _version("uvloop"),
         "wakeproxy": _version("wakeproxy"),
         "nginx": _tool_version(["nginx", "-v"]),
+        "caddy": _tool_version(["caddy", "version"]),
+        "valgrind": _tool_version(["valgrind", "--version"]),
         "wrk": _tool_version(["wrk", "-v"]),
         "redis-server": _tool_version(["redis-server", "--version"]),
     }

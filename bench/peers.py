@@ -6,8 +6,17 @@ upstream connections alive (`keepalive 64`) and streams bodies both ways
 with its access log off too (`WAKEPROXY_LOG_ACCESS=false`), so neither side writes a log
 line per request.
 
+Caddy (Debian's package) stands for the Go reverse proxies (E2B's client-proxy, sablier,
+KEDA's interceptor are built on Go's `net/http` proxying as Caddy is): `reverse_proxy`
+with its defaults (kept-alive upstream connections, bodies streamed), no access log,
+`GOMAXPROCS=1` on the proxy core, as one nginx worker.
+
 The byte relay (`bench/byte_relay.py`) is a reference, not a proxy: one upstream
 connection per client connection and bytes copied both ways, no HTTP, on uvloop.
+
+`wrapper` runs a peer under another program, e.g. valgrind's callgrind; nginx then runs
+without its master process (`master_process off`: the one process that serves is the one
+measured), with the same server configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BENCH_DIR, PYTHON, Procs, free_port, wait_http, wait_port
+from common import BENCH_DIR, PYTHON, Build, Procs, free_port, wait_http, wait_port
 
 SMALL_BODY = (
     "wakeproxy bench: a small response of about one hundred bytes, the same for every path.\n"
@@ -86,14 +95,21 @@ def bench_host(port: int, sandbox: str = "bench") -> str:
 
 
 def start_nginx(
-    procs: Procs, workdir: Path, name: str, cores: str, servers: str
+    procs: Procs,
+    workdir: Path,
+    name: str,
+    cores: str,
+    servers: str,
+    wrapper: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "files").mkdir(exist_ok=True)
     conf = directory / "nginx.conf"
-    conf.write_text(_NGINX_MAIN.format(dir=directory, servers=servers))
-    return procs.start(name, ["nginx", "-c", str(conf), "-p", str(directory)], cores)
+    main = _NGINX_MAIN.format(dir=directory, servers=servers)
+    conf.write_text(("master_process off;\n" if wrapper else "") + main)
+    argv = [*wrapper, "nginx", "-c", str(conf), "-p", str(directory)]
+    return procs.start(name, argv, cores)
 
 
 def start_origin(procs: Procs, workdir: Path, cores: str) -> tuple[int, Path]:
@@ -112,12 +128,59 @@ def start_origin(procs: Procs, workdir: Path, cores: str) -> tuple[int, Path]:
 
 
 def start_nginx_proxy(
-    procs: Procs, workdir: Path, cores: str, upstream: int, uploads: int = 0
+    procs: Procs,
+    workdir: Path,
+    cores: str,
+    upstream: int,
+    uploads: int = 0,
+    *,
+    name: str = "nginx-proxy",
+    wrapper: tuple[str, ...] = (),
 ) -> int:
     port = free_port()
     servers = _PROXY.format(port=port, upstream=upstream, uploads=uploads or upstream)
-    start_nginx(procs, workdir, "nginx-proxy", cores, servers)
-    wait_port(port)
+    start_nginx(procs, workdir, name, cores, servers, wrapper)
+    wait_port(port, timeout=120)
+    return port
+
+
+_CADDYFILE = """\
+{{
+\tadmin off
+\tauto_https off
+}}
+http://:{port} {{
+\tbind 127.0.0.1
+\treverse_proxy 127.0.0.1:{upstream}
+}}
+"""
+
+
+def start_caddy(
+    procs: Procs,
+    workdir: Path,
+    cores: str,
+    upstream: int,
+    *,
+    name: str = "caddy",
+    wrapper: tuple[str, ...] = (),
+) -> int:
+    """Caddy as a reverse proxy in front of `upstream`, one Go thread of work
+    (`GOMAXPROCS=1`); returns its port once it accepts."""
+    port = free_port()
+    directory = workdir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "Caddyfile"
+    conf.write_text(_CADDYFILE.format(port=port, upstream=upstream))
+    argv = [*wrapper, "caddy", "run", "--config", str(conf), "--adapter", "caddyfile"]
+    home = str(directory)  # Caddy keeps its state under $HOME / $XDG_*: not the user's
+    env = {"GOMAXPROCS": "1", "HOME": home, "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home}
+    if wrapper:
+        # Go preempts goroutines with signals (SIGURG), which callgrind's signal handling
+        # asserts on; without them the same work runs, preempted only at function calls.
+        env["GODEBUG"] = "asyncpreemptoff=1"
+    procs.start(name, argv, cores, env=env)
+    wait_port(port, timeout=120)
     return port
 
 
@@ -133,16 +196,18 @@ def start_byte_relay(procs: Procs, cores: str, upstream: int) -> int:
 def start_wakeproxy(
     procs: Procs,
     cores: str,
+    build: Build,
     *,
     name: str = "wakeproxy",
     workers: int = 1,
     redis_url: str = "",
     env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> tuple[int, int]:
-    """`wakeproxy serve --backend static`; returns (proxy port, admin port)."""
+    """`wakeproxy serve --backend static` of `build`; returns (proxy port, admin port)."""
     port, admin = free_port(), free_port()
     argv = [
-        PYTHON, "-m", "wakeproxy", "serve",
+        *wrapper, build.python, "-m", "wakeproxy", "serve",
         "--backend", "static",
         "--proxy-listen", f"127.0.0.1:{port}",
         "--admin-listen", f"127.0.0.1:{admin}",
@@ -151,8 +216,9 @@ def start_wakeproxy(
     ]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]
-    procs.start(name, argv, cores, env={"WAKEPROXY_LOG_ACCESS": "false", **(env or {})})
-    wait_http(f"http://127.0.0.1:{admin}/readyz")
+    env = {"WAKEPROXY_LOG_ACCESS": "false", **build.environ, **(env or {})}
+    procs.start(name, argv, cores, env=env)
+    wait_http(f"http://127.0.0.1:{admin}/readyz", timeout=300 if wrapper else 30)
     return port, admin
 
 

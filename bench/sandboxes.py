@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import PYTHON, Procs, free_port, http_get, wait_http
+from common import Build, Procs, free_port, http_get, wait_http
 from peers import SMALL_BODY
 
 SANDBOX_PORT = 3000
@@ -75,17 +75,23 @@ class Platform:
         return http_get(f"{self.admin_url}/metrics").decode()
 
 
-def start_platform(procs: Procs, workdir: Path, cores: str, name: str = "up") -> Platform:
+def start_platform(
+    procs: Procs, workdir: Path, cores: str, build: Build, name: str = "up"
+) -> Platform:
     proxy, api, admin = free_port(), free_port(), free_port()
     argv = [
-        PYTHON, "-m", "wakeproxy", "up",
+        build.python, "-m", "wakeproxy", "up",
         "--proxy-listen", f"127.0.0.1:{proxy}",
         "--api-listen", f"127.0.0.1:{api}",
         "--admin-listen", f"127.0.0.1:{admin}",
         "--data-dir", str(workdir / f"{name}-data"),
         "--log-level", "warning",
     ]  # fmt: skip
-    env = {"WAKEPROXY_LOG_ACCESS": "false", "WAKEPROXY_WAKE_MAX_HELD_PER_SANDBOX": "5000"}
+    env = {
+        "WAKEPROXY_LOG_ACCESS": "false",
+        "WAKEPROXY_WAKE_MAX_HELD_PER_SANDBOX": "5000",
+        **build.environ,
+    }
     procs.start(name, argv, cores, env=env)
     wait_http(f"http://127.0.0.1:{admin}/readyz", timeout=60)
     out = procs.logdir / f"{name}.out"

@@ -21,21 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import instructions
 from common import (
     BENCH_DIR,
     PYTHON,
+    Build,
     Cores,
     Procs,
+    cpu_seconds,
     free_port,
     http_get,
     median,
     metric,
     rss_kib,
+    stop,
     wait_port,
 )
 from peers import (
     bench_host,
     start_byte_relay,
+    start_caddy,
     start_nginx_proxy,
     start_origin,
     start_redis,
@@ -57,6 +62,9 @@ class Run:
     storm: int  # scenario 3 clients
     held: int  # scenarios 4 and 5: requests held, WebSockets open
     body_mib: int
+    build: Build  # the wakeproxy measured
+    pure: Build | None  # with a compiled `build`: the pure-Python build, measured beside it
+    counted: int  # requests per proxy under callgrind (0: no instruction counts)
 
 
 @dataclass(frozen=True)
@@ -64,56 +72,93 @@ class Path_:
     name: str
     port: int
     host: str
+    pid: int | None = None  # the proxy process (its CPU time is read from /proc), if any
 
 
-def _wrk_table(rows: dict[str, list[WrkResult]], peer: str) -> tuple[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class Measured:
+    """One wrk run on one path, and the CPU time its proxy process tree spent in it."""
+
+    wrk: WrkResult
+    cpu_s: float | None
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        if self.cpu_s is None or not self.wrk.requests:
+            return float("nan")
+        return self.cpu_s / self.wrk.requests * 1e6
+
+    @property
+    def busy(self) -> float:
+        """The share of one core the proxy used during the run."""
+        return float("nan") if self.cpu_s is None else self.cpu_s / self.wrk.seconds
+
+
+def _wrk_table(rows: dict[str, list[Measured]], peer: str) -> tuple[str, dict[str, Any]]:
+    """req/s and latency, and the proxy's CPU per request from /proc: on a loaded machine a
+    peer may not saturate its core, and then the req/s ratio alone flatters the slower
+    proxy; the CPU-time ratio does not."""
     lines = [
-        f"| path | req/s | p50 ms | p99 ms | ratio to {peer} | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| path | req/s | p50 ms | p99 ms | ratio to {peer} | CPU µs/request "
+        f"| CPU ratio to {peer} | proxy core busy | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     data: dict[str, Any] = {}
-    peer_rps = median([r.rps for r in rows[peer]]) if peer in rows else float("nan")
+    peer_rps = median([r.wrk.rps for r in rows[peer]]) if peer in rows else float("nan")
+    peer_cpu = median([r.cpu_us_per_request for r in rows[peer]]) if peer in rows else float("nan")
     for name, results in rows.items():
-        rps = median([r.rps for r in results])
-        p50 = median([r.p50_ms for r in results])
-        p99 = median([r.p99_ms for r in results])
-        errors = sum(r.errors for r in results)
-        ratio = rps / peer_rps
-        lines.append(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio:.3f} | {errors} |")
+        rps = median([r.wrk.rps for r in results])
+        p50 = median([r.wrk.p50_ms for r in results])
+        p99 = median([r.wrk.p99_ms for r in results])
+        cpu = median([r.cpu_us_per_request for r in results])
+        busy = median([r.busy for r in results])
+        errors = sum(r.wrk.errors for r in results)
+        ratio, cpu_ratio = rps / peer_rps, peer_cpu / cpu
+        lines.append(
+            f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio:.3f} | {cpu:.1f} "
+            f"| {cpu_ratio:.3f} | {busy:.0%} | {errors} |"
+        )
         data[name] = {
             "rps": rps,
             "p50_ms": p50,
             "p99_ms": p99,
             "ratio_to_peer": ratio,
+            "cpu_us_per_request": cpu,
+            "cpu_ratio_to_peer": cpu_ratio,
+            "busy": busy,
             "errors": errors,
-            "runs": [r.as_dict() for r in results],
+            "runs": [{**r.wrk.as_dict(), "cpu_s": r.cpu_s} for r in results],
         }
     return "\n".join(lines), data
 
 
-def _measure(paths: list[Path_], run: Run, **wrk: Any) -> dict[str, list[WrkResult]]:
-    rows: dict[str, list[WrkResult]] = {p.name: [] for p in paths}
+def _measure(paths: list[Path_], run: Run, **wrk: Any) -> dict[str, list[Measured]]:
+    rows: dict[str, list[Measured]] = {p.name: [] for p in paths}
     for path in paths:  # warm-up: pools filled, code paths hot
         run_wrk(f"http://127.0.0.1:{path.port}/", path.host, cores=run.cores.load, seconds=2)
     for _ in range(run.rounds):
         for path in paths:
             url = f"http://127.0.0.1:{path.port}/"
+            before = None if path.pid is None else cpu_seconds(path.pid)
             result = run_wrk(url, path.host, cores=run.cores.load, seconds=run.seconds, **wrk)
-            rows[path.name].append(result)
+            spent = None if path.pid is None else cpu_seconds(path.pid) - before  # type: ignore[operator]
+            rows[path.name].append(Measured(result, spent))
     return rows
 
 
-def hot_path(run: Run, procs: Procs) -> tuple[Table, Table, Table]:
-    """Scenarios 1 and 6: saturating load, the same paced load, and Redis enabled.
+def hot_path(run: Run, procs: Procs) -> tuple[Table, Table, Table, Table]:
+    """Scenarios 1 and 6: saturating load, the same paced load, instructions per request
+    under callgrind, and Redis enabled.
 
     Rows of scenario 1 (saturated; ratios are to "nginx proxy, 1 worker"):
     - direct: the nginx origin alone on the proxy core, no proxy in between;
     - nginx proxy, 1 worker: the peer;
+    - Caddy, GOMAXPROCS=1: the second peer, for the Go reverse proxies;
     - byte relay (Python + uvloop, no HTTP): a reference, not a proxy (`byte_relay.py`):
       one upstream connection per client connection, bytes copied both ways, nothing
       parsed; the floor of what any Python proxy on uvloop can do here;
-    - wakeproxy serve with 1 worker and with `--workers 2`, and `wakeproxy up` in front
-      of a sandbox.
+    - wakeproxy serve with 1 worker (the build measured, and the pure-Python build next to
+      a compiled one) and with `--workers 2`, and `wakeproxy up` in front of a sandbox.
     The paced table has direct, nginx proxy and wakeproxy serve (1 worker) only; scenario
     6 compares wakeproxy serve (1 worker) with the same and a Redis store.
     """
@@ -123,42 +168,110 @@ def hot_path(run: Run, procs: Procs) -> tuple[Table, Table, Table]:
     direct_dir.mkdir(exist_ok=True)
     direct, _ = start_origin(procs, direct_dir, c.proxy)  # the origin alone on the proxy core
     nginx = start_nginx_proxy(procs, run.workdir, c.proxy, origin)
+    caddy = start_caddy(procs, run.workdir, c.proxy, origin)
     relay = start_byte_relay(procs, c.proxy, origin)  # on the proxy core, as wakeproxy-w1
-    wp1, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-w1")
-    wp2, _ = start_wakeproxy(procs, c.all, name="wakeproxy-w2", workers=2)
+    wp1, _ = start_wakeproxy(procs, c.proxy, run.build, name="wakeproxy-w1")
+    wp2, _ = start_wakeproxy(procs, c.all, run.build, name="wakeproxy-w2", workers=2)
     redis_url = start_redis(procs, run.workdir, c.upstream)
-    wpr, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-redis", redis_url=redis_url)
-    platform = start_platform(procs, run.workdir, c.proxy)
+    wpr, _ = start_wakeproxy(procs, c.proxy, run.build, name="wakeproxy-redis", redis_url=redis_url)
+    platform = start_platform(procs, run.workdir, c.proxy, run.build)
     sandbox, sandbox_host, server = serving_sandbox(platform)
     host = bench_host(origin)
+
+    def pid(name: str) -> int:
+        return procs.named[name].pid
+
     direct_path = Path_("direct (nginx origin, own core)", direct, host)
-    nginx_path = Path_("nginx proxy, 1 worker", nginx, host)
-    wp1_path = Path_("wakeproxy serve, 1 worker", wp1, host)
+    nginx_path = Path_("nginx proxy, 1 worker", nginx, host, pid("nginx-proxy"))
+    wp1_path = Path_("wakeproxy serve, 1 worker", wp1, host, pid("wakeproxy-w1"))
+    builds = [wp1_path]
+    if run.pure is not None:
+        wpp, _ = start_wakeproxy(procs, c.proxy, run.pure, name="wakeproxy-pure")
+        builds.append(
+            Path_("wakeproxy serve, 1 worker, pure Python", wpp, host, pid("wakeproxy-pure"))
+        )
     paths = [
         direct_path,
         nginx_path,
-        Path_("byte relay (Python + uvloop, no HTTP)", relay, host),
-        wp1_path,
-        Path_("wakeproxy serve, --workers 2 (both cores)", wp2, host),
+        Path_("Caddy, GOMAXPROCS=1", caddy, host, pid("caddy")),
+        Path_("byte relay (Python + uvloop, no HTTP)", relay, host, pid("byte-relay")),
+        *builds,
+        Path_("wakeproxy serve, --workers 2 (both cores)", wp2, host, pid("wakeproxy-w2")),
         Path_(f"wakeproxy up → sandbox ({server})", platform.proxy_port, sandbox_host),
     ]
-    redis_path = Path_("wakeproxy serve, 1 worker, Redis store", wpr, host)
+    redis_path = Path_("wakeproxy serve, 1 worker, Redis store", wpr, host, pid("wakeproxy-redis"))
     redis_paths = [wp1_path, redis_path]
     try:
         saturated = _measure([*paths, redis_path], run, connections=run.connections)
         text, data = _wrk_table({p.name: saturated[p.name] for p in paths}, nginx_path.name)
         data["sandbox_server"] = server
+        data["build"] = run.build.name
         paced = _paced(
             run,
             [direct_path, nginx_path, wp1_path],
-            median([r.rps for r in saturated[wp1_path.name]]),
+            median([r.wrk.rps for r in saturated[wp1_path.name]]),
             nginx_path.name,
         )
         redis = _wrk_table({p.name: saturated[p.name] for p in redis_paths}, wp1_path.name)
     finally:
         with sdk_env(platform):
             sandbox.kill()
-    return (text, data), paced, redis
+    counted = _instructions(run, procs, origin, data)
+    return (text, data), paced, counted, redis
+
+
+def _instructions(run: Run, procs: Procs, origin: int, saturated: dict[str, Any]) -> Table:
+    """Each proxy once more, under callgrind: user-space instructions per request."""
+    if not run.counted or not instructions.available():
+        return "Not measured (valgrind missing, or `--instructions 0`).", {}
+    c, workdir, host = run.cores, run.workdir, bench_host(origin)
+    starts: dict[str, tuple[str, instructions.Start]] = {
+        "nginx proxy, 1 worker": (
+            "cg-nginx",
+            lambda w: start_nginx_proxy(
+                procs, workdir, c.proxy, origin, name="cg-nginx", wrapper=w
+            ),
+        ),
+        "Caddy, GOMAXPROCS=1": (
+            "cg-caddy",
+            lambda w: start_caddy(procs, workdir, c.proxy, origin, name="cg-caddy", wrapper=w),
+        ),
+        "wakeproxy serve, 1 worker": (
+            "cg-wakeproxy",
+            lambda w: start_wakeproxy(procs, c.proxy, run.build, name="cg-wakeproxy", wrapper=w)[0],
+        ),
+    }
+    if run.pure is not None:
+        pure = run.pure
+        starts["wakeproxy serve, 1 worker, pure Python"] = (
+            "cg-wakeproxy-pure",
+            lambda w: start_wakeproxy(procs, c.proxy, pure, name="cg-wakeproxy-pure", wrapper=w)[0],
+        )
+    counts: dict[str, float] = {}
+    for path, (name, start) in starts.items():
+        try:
+            counts[path] = instructions.per_request(procs, name, start, host, c.load, run.counted)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            counts[path] = float("nan")
+            print(f"callgrind: {path}: {error}", flush=True)
+        stop(procs.named[name])
+    peer = counts.get("nginx proxy, 1 worker", float("nan"))
+    lines = [
+        f"{run.counted:,} keep-alive requests per proxy (after {instructions.WARMUP} to warm "
+        f"up), {instructions.CONNECTIONS} connections, each proxy alone under "
+        "`valgrind --tool=callgrind` on the proxy core.",
+        "",
+        "| path | instructions per request | ratio to nginx proxy | req/s ratio | CPU-time ratio |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for path, count in counts.items():
+        row = saturated.get(path, {})
+        lines.append(
+            f"| {path} | {count:,.0f} | {count / peer:.2f} "
+            f"| {row.get('ratio_to_peer', float('nan')):.3f} "
+            f"| {row.get('cpu_ratio_to_peer', float('nan')):.3f} |"
+        )
+    return "\n".join(lines), {"requests": run.counted, "per_request": counts}
 
 
 def _paced(run: Run, paths: list[Path_], wakeproxy_rps: float, peer: str) -> Table:
@@ -176,11 +289,11 @@ def _paced(run: Run, paths: list[Path_], wakeproxy_rps: float, peer: str) -> Tab
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     data: dict[str, Any] = {"connections": connections, "delay_ms": delay_ms}
-    peer_p99 = median([r.p99_ms for r in rows[peer]])
+    peer_p99 = median([r.wrk.p99_ms for r in rows[peer]])
     for name, results in rows.items():
-        rps = median([r.rps for r in results])
+        rps = median([r.wrk.rps for r in results])
         p50, p90, p99 = (
-            median([getattr(r, f) for r in results]) for f in ("p50_ms", "p90_ms", "p99_ms")
+            median([getattr(r.wrk, f) for r in results]) for f in ("p50_ms", "p90_ms", "p99_ms")
         )
         lines.append(
             f"| {name} | {rps:,.0f} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {p99 - peer_p99:+.2f} |"
@@ -215,7 +328,7 @@ def bodies(run: Run, procs: Procs) -> Table:
     procs.start("upload-sink", [PYTHON, str(BENCH_DIR / "servers.py"), str(sink)], c.upstream)
     wait_port(sink)
     nginx = start_nginx_proxy(procs, run.workdir / "bodies", c.proxy, origin, uploads=sink)
-    wakeproxy, _ = start_wakeproxy(procs, c.proxy, name="wakeproxy-bodies")
+    wakeproxy, _ = start_wakeproxy(procs, c.proxy, run.build, name="wakeproxy-bodies")
     paths = {
         "direct": (direct, sink),
         "nginx proxy": (nginx, nginx),
@@ -268,7 +381,7 @@ def wake_storm(run: Run, procs: Procs) -> Table:
     requests on 1,000 new connections, which a running sandbox pays too.
     """
     c = run.cores
-    platform = start_platform(procs, run.workdir, c.proxy, name="up-storm")
+    platform = start_platform(procs, run.workdir, c.proxy, run.build, name="up-storm")
     sandbox, host, server = serving_sandbox(platform)
     rounds: list[dict[str, Any]] = []
 
@@ -369,9 +482,8 @@ def held(run: Run, procs: Procs) -> Table:
     """Scenario 4: resident memory per request held for a wake that does not end."""
     c = run.cores
     port, admin = free_port(), free_port()
-    proxy = procs.start(
-        "held-proxy", [PYTHON, str(BENCH_DIR / "held_proxy.py"), str(port), str(admin)], c.proxy
-    )
+    argv = [run.build.python, str(BENCH_DIR / "held_proxy.py"), str(port), str(admin)]
+    proxy = procs.start("held-proxy", argv, c.proxy, env=run.build.environ)
     wait_port(admin)
     wait_port(port)
     time.sleep(0.5)
@@ -410,7 +522,7 @@ def websockets(run: Run, procs: Procs) -> Table:
     procs.start("ws-echo-server", [PYTHON, str(BENCH_DIR / "servers.py"), str(echo)], c.upstream)
     wait_port(echo)
     # Default settings: WebSocket sessions do not use the bounded plain-HTTP pool.
-    port, admin = start_wakeproxy(procs, c.proxy, name="wakeproxy-ws")
+    port, admin = start_wakeproxy(procs, c.proxy, run.build, name="wakeproxy-ws")
     host = bench_host(echo)
     rates: dict[str, list[float]] = {"direct": [], "wakeproxy serve": []}
     for i in range(run.rounds):
