@@ -38,6 +38,7 @@ from wakeproxy.errors import (
     UpstreamTimeout,
 )
 from wakeproxy.gateway import Gateway
+from wakeproxy.proxy.decisions import may_resend
 from wakeproxy.proxy.headers import (
     ForwardedRules,
     Headers,
@@ -531,10 +532,14 @@ class Exchange:
         target = self._target
         assert acquired is not None
         assert target is not None
-        if link is not None and link.reused and self.framing is Framing.NONE and not self._retried:
-            # A kept-alive connection the upstream closed just as this request went out:
-            # nothing of it was answered and it had no body, so it is sent again, once,
-            # on a new connection.
+        if link is not None and may_resend(
+            self._raw_method,
+            self.framing,
+            reused=link.reused,
+            heard=link.heard or error != "closed",
+            resent=self._retried,
+        ):
+            # A kept-alive connection the upstream closed just as this request went out.
             self._retried = True
             self._spawn(self._slow(target, HeaderView(self.headers), acquired))
             return

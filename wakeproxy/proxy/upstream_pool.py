@@ -79,6 +79,7 @@ class Link(asyncio.Protocol):
         "_until_close",
         "awaiting_head",
         "head_request",
+        "heard",
         "idle_since",
         "last_read",
         "open",
@@ -103,6 +104,7 @@ class Link(asyncio.Protocol):
         self.last_read = 0.0
         self.sent_at = 0.0  # when the last byte of the request went out
         self.awaiting_head = False  # a request is out and its final head is not in
+        self.heard = False  # a byte of an answer to the current request came
         self.idle_since = 0.0
         self._status = 0
         self._reason = b""
@@ -124,6 +126,7 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self._pool.loop.time()
+        self.heard = True
         if self.sink is None:
             # Nothing is asked of an idle connection: whatever it says is not HTTP we
             # expect, so it cannot carry another request.
@@ -410,6 +413,7 @@ class UpstreamPool:
         stay silent for longer."""
         link.last_read = link.sent_at = self.loop.time()
         link.awaiting_head = True
+        link.heard = False
         self._waiting.add(link)
         if self._silence_check is None:
             self._silence_check = self.loop.call_later(self._silence_tick(), self._check_silence)
