@@ -8,7 +8,8 @@ URL it also writes every state change it makes (pauses, resumes, kills, timeouts
 the shared store and announces it, so every replica learns of it at once, and it
 reports the activity the replicas merged there.
 
-Start order: records, broker, API, admin; stop order the reverse, ending with every
+Start order: the data dir's lock (as `up`: one platform per data dir), records, broker,
+API, admin; stop order the reverse, ending with every
 sandbox process unless `platform.keep_sandboxes`.
 """
 
@@ -45,7 +46,7 @@ async def running_control_plane(config: Config) -> AsyncIterator[RunningControlP
     root = data_dir(config)
     readiness = Readiness()
     readiness.report("platform", "ok")
-    async with sandbox_manager(config) as manager, AsyncExitStack() as stack:
+    async with sandbox_manager(config) as (manager, lock), AsyncExitStack() as stack:
         if config.state.redis_url:
             store = await stack.enter_async_context(open_store(config.state))
             report_health(store, readiness.report)
@@ -68,5 +69,6 @@ async def running_control_plane(config: Config) -> AsyncIterator[RunningControlP
         )
         app = build_api(manager, api_settings, broker=str(broker.path))
         api = await stack.enter_async_context(serving_app(app, settings.api_listen))
+        lock.announce(api.url)
         admin = await stack.enter_async_context(running_admin(config.admin.listen, readiness))
         yield RunningControlPlane(api, admin, domain, manager)

@@ -1,8 +1,10 @@
 """`wakeproxy up`: the proxy, the embedded sandbox platform and its E2B-compatible API.
 
-Start order: sandbox records (re-adopting what survived a restart), then the proxy (its
-port fixes the default preview domain), then the API and the admin listener. Stop order
-is the reverse, ending with every sandbox process unless `platform.keep_sandboxes`.
+Start order: the data dir's lock (one platform per data dir: a second one exits 2 naming
+the holder, see `platform.control.holder`), sandbox records (re-adopting what survived a
+restart), then the proxy (its port fixes the default preview domain), then the API and
+the admin listener. Stop order is the reverse, ending with every sandbox process unless
+`platform.keep_sandboxes`; the lock goes last.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wakeproxy.platform.api.app import build_api
 from wakeproxy.platform.api.wire import ApiSettings
 from wakeproxy.platform.control.backend import LocalBackend
 from wakeproxy.platform.control.census import SandboxCensus
+from wakeproxy.platform.control.holder import DataDirLock
 from wakeproxy.platform.control.manager import SandboxManager
 from wakeproxy.platform.runtime.portbroker import running_broker
 from wakeproxy.platform.runtime.runtime import ProcessRuntime
@@ -97,30 +100,37 @@ def _with_domain(config: Config, domain: str) -> Config:
 @asynccontextmanager
 async def running_platform(config: Config) -> AsyncIterator[RunningPlatform]:
     root = data_dir(config)
-    async with sandbox_manager(config) as manager, _platform(config, manager, root) as platform:
+    async with (
+        sandbox_manager(config) as (manager, lock),
+        _platform(config, manager, root) as platform,
+    ):
+        lock.announce(platform.api.url)
         yield platform
 
 
 @asynccontextmanager
-async def sandbox_manager(config: Config) -> AsyncIterator[SandboxManager]:
-    """The embedded platform's sandboxes: taken back from the records at start; at stop
-    ended, or left running for the next start with `platform.keep_sandboxes`."""
+async def sandbox_manager(config: Config) -> AsyncIterator[tuple[SandboxManager, DataDirLock]]:
+    """The embedded platform's sandboxes, under the data dir's lock (held until the
+    sandboxes are ended or let go; the caller announces its API address in it): taken
+    back from the records at start; at stop ended, or left running for the next start
+    with `platform.keep_sandboxes`."""
     check_exposure(config)
     settings = config.platform
     root = _prepared(data_dir(config))
-    # The whole data dir is the runtime's: it hides it from every sandbox, so no sandbox
-    # sees the records or another sandbox's files.
-    runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
-    manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
-    await manager.start()
-    try:
-        yield manager
-    finally:
-        await manager.close(kill_all=not settings.keep_sandboxes)
-        if settings.keep_sandboxes:
-            runtime.detach()
-        else:
-            await runtime.close()
+    with DataDirLock.take(root) as lock:
+        # The whole data dir is the runtime's: it hides it from every sandbox, so no
+        # sandbox sees the records or another sandbox's files.
+        runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
+        manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
+        await manager.start()
+        try:
+            yield manager, lock
+        finally:
+            await manager.close(kill_all=not settings.keep_sandboxes)
+            if settings.keep_sandboxes:
+                runtime.detach()
+            else:
+                await runtime.close()
 
 
 def _prepared(root: Path) -> Path:
