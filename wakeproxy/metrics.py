@@ -20,6 +20,13 @@ with thousands of sandboxes that would be thousands of series per metric.
     wakeproxy_state_notices_total{kind}                     other replicas' notices heard
     wakeproxy_redis_up                                      only once a Redis store reports
     wakeproxy_upstream_errors_total{reason}                 refused | timeout | closed | …
+    wakeproxy_build_info{version,python}                    always 1 (`collectors.BuildInfo`)
+    process_*                                               prometheus-client's, per process
+                                                            group with `--workers`
+
+No `_created` series: prometheus-client's switch for them is process-wide and turned off
+here (`disable_created_metrics`); the text format Prometheus reads ignores them, and they
+were over a third of the series a scrape listed.
 
 The embedded platform's own metrics (`wakeproxy_sandboxes{state}`, …) are in
 `wakeproxy.platform.control.census`, on the same registry.
@@ -32,11 +39,21 @@ library is imported) and the supervisor's admin listener sums them with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from wakeproxy.collectors import BuildInfo, ProcessGroupCollector
 
 # A wake spans a thawed process answering in a millisecond to a VM restore taking a minute.
 WAKE_BUCKETS: Final = (
@@ -65,8 +82,11 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         registry = self.registry
+        ProcessCollector(registry=registry)
+        registry.register(BuildInfo())
         self._requests = Counter(
             "wakeproxy_requests",
             "Requests answered, by kind (http, websocket) and status code (499: client left).",
@@ -266,10 +286,16 @@ class Metrics:
         return child
 
 
-def multiprocess_registry(path: str) -> CollectorRegistry:
-    """A registry that reports the sum over every process writing to `path`."""
+def multiprocess_registry(
+    path: str, workers: Callable[[], Iterable[int]] | None = None
+) -> CollectorRegistry:
+    """A registry that reports the sum over every process writing to `path`, with the
+    process metrics of this process and its `workers` (their pids) and the build info."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    registry.register(ProcessGroupCollector(workers or list))
+    registry.register(BuildInfo())
     return registry
 
 

@@ -66,7 +66,7 @@ class Supervisor:
         self._metrics_dir = tempfile.mkdtemp(prefix="wakeproxy-metrics-")
         readiness = Readiness()
         readiness.check("workers", self._workers_state)
-        registry = multiprocess_registry(self._metrics_dir)
+        registry = multiprocess_registry(self._metrics_dir, self._worker_pids)
         try:
             async with (
                 opened_backend(self._config.backend) as backend,
@@ -89,6 +89,9 @@ class Supervisor:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
         reservation.close()
         return 0
+
+    def _worker_pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs.values() if proc.returncode is None]
 
     async def _workers_state(self) -> str:
         """ok: every worker listens; degraded: some do; down: none."""

@@ -153,9 +153,17 @@ async def test_with_two_workers_one_scrape_reports_the_sum_of_both(
             headers = {"Host": host_for(upstream.port), "Connection": "close"}
             async with client.get(f"{process.url}/count", headers=headers) as response:
                 assert response.status == 200
+        group = [psutil.Process(pid) for pid in (process.proc.pid, *pids)]  # type: ignore[union-attr]
+        cpu_before = sum(sum(p.cpu_times()[:2]) for p in group)
         async with client.get(f"http://127.0.0.1:{process.admin_port}/metrics") as response:
             text = await response.read()
     totals = family_totals(text.decode())
+    # The supervisor's process metrics are those of the whole group, one series each.
+    assert totals[("process_cpu_seconds_total", frozenset())] >= cpu_before - 0.05
+    names = [name for name, _ in totals]
+    for name in ("process_resident_memory_bytes", "process_open_fds", "wakeproxy_build_info"):
+        assert names.count(name) == 1, name
+    assert not [name for name in names if name.endswith("_created")]
     ok = frozenset({("kind", "http"), ("code", "200")})
     assert totals[("wakeproxy_requests_total", ok)] == requests
     assert totals[("wakeproxy_request_duration_seconds_count", frozenset())] == requests
@@ -229,7 +237,7 @@ def _rules_healthy(prometheus: PrometheusServer) -> bool:
     with urllib.request.urlopen(f"{prometheus.url}/api/v1/rules", timeout=5) as response:
         groups = json.load(response)["data"]["groups"]
     health = [rule["health"] for group in groups for rule in group["rules"]]
-    return len(health) == 6 and all(state == "ok" for state in health)
+    return len(health) == 9 and all(state == "ok" for state in health)
 
 
 async def eventually_true(check: Callable[[], bool], what: str) -> None:

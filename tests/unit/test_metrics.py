@@ -128,6 +128,8 @@ def test_no_sandbox_id_appears_anywhere_in_the_exposition() -> None:
         "state",
         "to",
         "le",
+        "version",  # wakeproxy_build_info
+        "python",
     }
 
 
