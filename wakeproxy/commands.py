@@ -101,7 +101,8 @@ def serve_api(config: Config) -> int:
 
 def _platform_lines(platform: RunningPlatform) -> list[str]:
     lines = [f"{name}={value}" for name, value in platform.environment().items()]
-    lines.append(f"preview URLs: http://<port>-<sandboxId>.{platform.domain}/")
+    scheme = platform.proxy.url.partition("://")[0]
+    lines.append(f"preview URLs: {scheme}://<port>-<sandboxId>.{platform.domain}/")
     lines.append(f"admin: {platform.admin.url}/readyz")
     return lines
 

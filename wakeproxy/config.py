@@ -25,6 +25,7 @@ from wakeproxy import configload
 from wakeproxy.configload import Check
 from wakeproxy.errors import ConfigError
 from wakeproxy.state.settings import StateSettings
+from wakeproxy.tls import TlsSettings
 from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
@@ -149,6 +150,7 @@ class Config:
     wake: WakeSettings = field(default_factory=WakeSettings)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
     state: StateSettings = field(default_factory=StateSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 # --- allowed values -----------------------------------------------------------------------
@@ -318,6 +320,7 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "state.redis_url": lambda value: _redis_url(value) if value else None,
         "state.key_prefix": _key_prefix,
         **{f"state.{name}": _above(0) for name in _STATE_NUMBERS},
+        "tls.reload_interval": _above(0),
     }
 )
 """Allowed values per setting key path (list items without indexes: `wake.no_wake.path`)."""
@@ -333,6 +336,11 @@ def _contradictions(config: Config) -> list[tuple[str, str]]:
     ]
     if config.backend.kind == "http" and not config.backend.url:
         problems.append(("backend.url", "the http backend needs the control plane's URL"))
+    tls = config.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        problems.append(("tls.key_file", "set tls.cert_file and tls.key_file together"))
+    if tls.sni and not tls.cert_file:
+        problems.append(("tls.sni", "SNI certificates need a default tls.cert_file"))
     return problems
 
 

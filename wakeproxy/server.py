@@ -31,6 +31,7 @@ from wakeproxy.proxy.upstream_pool import UpstreamPool
 from wakeproxy.routing import Router
 from wakeproxy.state.factory import shared_state
 from wakeproxy.state.shared import StateStore
+from wakeproxy.tls import TlsContexts, reloading
 from wakeproxy.wake import WakeCoordinator, connect_probe
 
 log = logging.getLogger("wakeproxy")
@@ -38,6 +39,7 @@ log = logging.getLogger("wakeproxy")
 # once as it wakes): a short accept queue would drop their connects. The kernel caps this
 # at net.core.somaxconn.
 _BACKLOG = 4096
+_TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds; a client that stalls mid-handshake is dropped
 _YOUNG_COLLECTION_EVERY = 20_000  # allocations; Python's default is 700
 
 
@@ -72,10 +74,13 @@ class Listening:
     """The store the proxy shares sandbox state through (None for other listeners)."""
     gateway: Gateway | None = field(default=None, repr=False, compare=False)
     """Admission, and what is in flight per sandbox (None for other listeners)."""
+    tls: TlsContexts | None = field(default=None, repr=False, compare=False)
+    """The listener's certificates when it speaks TLS."""
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
 
 def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -130,6 +135,15 @@ async def running_proxy(
 
 
 @asynccontextmanager
+async def _reloading(tls: TlsContexts | None, interval: float) -> AsyncIterator[None]:
+    if tls is None:
+        yield
+        return
+    async with reloading(tls, interval):
+        yield
+
+
+@asynccontextmanager
 async def _serving(
     config: Config,
     backend: Backend,
@@ -162,15 +176,27 @@ async def _serving(
         settings.client_body_min_rate,
         signed=signed,
     )
-    async with coordinator:
+    tls = TlsContexts(config.tls) if config.tls.enabled else None
+    async with coordinator, _reloading(tls, config.tls.reload_interval):
         listener = Listener(services)
         host, port = split_listen(settings.listen)
         sock = _listening_socket(host, port, reuse_port)
-        server = await loop.create_server(listener, sock=sock, backlog=_BACKLOG)
+        server = await loop.create_server(
+            listener,
+            sock=sock,
+            backlog=_BACKLOG,
+            ssl=None if tls is None else tls.listener_context(),
+            ssl_handshake_timeout=None if tls is None else _TLS_HANDSHAKE_TIMEOUT,
+        )
         bound = sock.getsockname()
         try:
             yield Listening(
-                bound[0], bound[1], coordinator=coordinator, metrics=metrics, gateway=gateway
+                bound[0],
+                bound[1],
+                coordinator=coordinator,
+                metrics=metrics,
+                gateway=gateway,
+                tls=tls,
             )
         finally:
             # Stop accepting; then WebSocket sessions end with 1001, in-flight requests

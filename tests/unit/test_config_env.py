@@ -122,3 +122,12 @@ def test_a_misspelt_setting_is_still_an_error_beside_service_links() -> None:
     [(key, reason)] = problems_of(lambda: load_config(None, env))
     assert key == "WAKEPROXY_PROXY_LISTN"
     assert "did you mean WAKEPROXY_PROXY_LISTEN" in reason
+
+
+def test_tls_settings_are_checked_together(tmp_path: Path) -> None:
+    only_cert = {"WAKEPROXY_TLS_CERT_FILE": "/etc/x.crt"}
+    assert [key for key, _ in problems_of(lambda: load_config(None, only_cert))] == ["tls.key_file"]
+    file = tmp_path / "w.toml"
+    file.write_text('[[tls.sni]]\nnames = ["bad name"]\ncert_file = "a"\nkey_file = "b"\n')
+    problems = problems_of(lambda: load_config(file, {}))
+    assert any(key == "tls.sni[0]" and "expected a server name" in why for key, why in problems)

@@ -90,6 +90,7 @@ class ClientConnection(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         self.peer_ip: str | None = None
         self.local_host = b""
+        self.scheme = b"http"
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -102,6 +103,8 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple):
             self.local_host = f"{local[0]}:{local[1]}".encode()
+        if transport.get_extra_info("ssl_object") is not None:
+            self.scheme = b"https"
         self._idle_since_now()
 
     def data_received(self, data: bytes) -> None:

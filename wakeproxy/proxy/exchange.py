@@ -431,7 +431,7 @@ class Exchange:
         link.head_request = self.method == "HEAD"
         services.pool.watch(link)
         headers = services.rules.upstream_request_headers(
-            self.headers, conn.peer_ip, b"http", self.host or conn.local_host, self.request_id
+            self.headers, conn.peer_ip, conn.scheme, self.host or conn.local_host, self.request_id
         )
         if self.websocket:
             link.upgrading = True
