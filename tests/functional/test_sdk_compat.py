@@ -171,3 +171,30 @@ def test_signed_download_and_upload_urls_work_and_bad_ones_get_401(sandbox: Any)
 @pytest.mark.slow
 def test_signed_urls_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
     run_js(node, module_platform, "signed-urls")
+
+
+# -- envd 0.6.2: file metadata -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_file_metadata_is_kept_reported_and_cleared(sandbox: Any) -> None:
+    assert sandbox._envd_version >= e2b.envd.versions.ENVD_FILE_METADATA
+    tags = {"author": "mish", "purpose": "upload"}
+    assert sandbox.files.write("meta.txt", "x", metadata=tags).metadata == tags
+    assert sandbox.files.get_info("meta.txt").metadata == tags
+    streamed = sandbox.files.write("meta-octet.txt", "y", metadata=tags, use_octet_stream=True)
+    assert streamed.metadata == tags
+    listed = {entry.name: entry.metadata for entry in sandbox.files.list("/home/user")}
+    assert listed["meta.txt"] == tags
+    assert sandbox.files.rename("meta.txt", "renamed.txt").metadata == tags
+    sandbox.commands.run(
+        "python3 -c \"import os; os.setxattr('/home/user/renamed.txt', 'user.e2b.by', b'hand')\""
+    )
+    assert sandbox.files.get_info("renamed.txt").metadata == {**tags, "by": "hand"}
+    assert sandbox.files.write("renamed.txt", "again").metadata is None
+    assert sandbox.files.get_info("renamed.txt").metadata is None
+
+
+@pytest.mark.slow
+def test_file_metadata_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
+    run_js(node, module_platform, "metadata")

@@ -72,6 +72,23 @@ const scenarios = {
     const tampered = url.replace('signed.txt', 'other.txt')
     check('tampered signature', (await fetch(tampered)).status, 401)
   },
+
+  // envd 0.6.2: metadata on writes, reported by getInfo, list and rename, cleared by a rewrite.
+  async metadata(sandbox) {
+    const tags = { author: 'mish', purpose: 'upload' }
+    const same = (got) => JSON.stringify(got ?? null)
+    const written = await sandbox.files.write('meta.txt', 'x', { metadata: tags })
+    check('write returns the metadata', same(written.metadata), same(tags))
+    check('getInfo', same((await sandbox.files.getInfo('meta.txt')).metadata), same(tags))
+    const listed = (await sandbox.files.list('/home/user')).find((e) => e.name === 'meta.txt')
+    check('list', same(listed?.metadata), same(tags))
+    const moved = await sandbox.files.rename('meta.txt', 'renamed.txt')
+    check('rename', same(moved.metadata), same(tags))
+    const again = await sandbox.files.write('renamed.txt', 'again')
+    check('a rewrite without metadata clears it', same(again.metadata), 'null')
+    check('getInfo after the rewrite',
+      same((await sandbox.files.getInfo('renamed.txt')).metadata), 'null')
+  },
 }
 
 async function main() {

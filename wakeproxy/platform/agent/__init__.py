@@ -14,6 +14,6 @@ resolution) and the process table or the disk.
 reports it as `envdVersion`, and the SDKs pick features by it.
 """
 
-ENVD_VERSION = "0.5.7"
-"""Octet-stream uploads (0.5.7), closing stdin (0.5.2), a default user (0.4.0) and
-stdin control (0.3.0) are served; file metadata (0.6.2) and watching (WatchDir) are not."""
+ENVD_VERSION = "0.6.2"
+"""File metadata (0.6.2), octet-stream uploads (0.5.7), closing stdin (0.5.2), a default
+user (0.4.0) and stdin control (0.3.0) are served; watching (WatchDir) is not."""

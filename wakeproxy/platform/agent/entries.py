@@ -2,7 +2,8 @@
 
 A symlink is described by its target's type and permission bits, with `isSymlink`
 and `symlinkTarget` set (a dangling one has type unspecified, which the SDKs skip in
-listings); `permissions` is Go's `FileMode.String()` of the entry itself.
+listings); `permissions` is Go's `FileMode.String()` of the entry itself; `metadata` is
+the file's `user.e2b.*` attributes (`metadata.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import posixpath
 import pwd
 import stat
 
+from wakeproxy.platform.agent import metadata
 from wakeproxy.platform.agent.messages import Entry, FileType
 
 # Go's FileMode type letters, most significant first, and the stat bits behind them.
@@ -71,6 +73,7 @@ def entry(path: str) -> Entry:
         modified_ns=info.st_mtime_ns,
         symlink_target=target,
         is_symlink=target is not None,
+        metadata=metadata.read(path) if target is None else {},
     )
 
 

@@ -5,7 +5,8 @@ Query: `path` (relative paths are under the user's home) and `username`. Uploads
 query has none; the SDKs send several files that way, absolute paths included, so the
 filename is read as sent, where aiohttp's own parser would drop a leading `/`) or
 `application/octet-stream` with the path in the query; a gzip `Content-Encoding` is
-undone by the server. A download is gzip-compressed when the client asks for it. Bodies
+undone by the server. `X-Metadata-<key>` headers set the written files' metadata
+(`metadata.py`). A download is gzip-compressed when the client asks for it. Bodies
 stream between the socket and the disk in chunks; no file is held in memory.
 
 Errors are envd's: `{"code": <status>, "message": "..."}` with 400 for a bad path or
@@ -31,7 +32,7 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader, web
 from aiohttp.hdrs import CONTENT_DISPOSITION
 
-from wakeproxy.platform.agent import auth, paths
+from wakeproxy.platform.agent import auth, metadata, paths
 from wakeproxy.platform.agent.errors import FilesError, PathError, UnknownUser
 
 CHUNK = 256 * 1024
@@ -71,11 +72,12 @@ class FilesEndpoint:
         try:
             self._authorize(request, "write")
             user = self._user(request)
+            given = metadata.from_headers(request.headers.items())
             media = request.content_type
             if media == "application/octet-stream":
-                written = [await self._upload_raw(request, user)]
+                written = [await self._upload_raw(request, user, given)]
             elif media.startswith("multipart/"):
-                written = await self._upload_multipart(request, user)
+                written = await self._upload_multipart(request, user, given)
             else:
                 raise FilesError(
                     400,
@@ -84,9 +86,7 @@ class FilesEndpoint:
                 )
         except FilesError as error:
             return _error_response(error)
-        return web.json_response(
-            [{"path": p, "name": posixpath.basename(p), "type": "file"} for p in written]
-        )
+        return web.json_response([_written(path, given) for path in written])
 
     def _target(self, request: web.Request, operation: str) -> str:
         self._authorize(request, operation)
@@ -120,15 +120,19 @@ class FilesEndpoint:
         except PathError as exc:
             raise FilesError(400, f"error resolving path '{path}': {exc}") from None
 
-    async def _upload_raw(self, request: web.Request, user: paths.User) -> str:
+    async def _upload_raw(
+        self, request: web.Request, user: paths.User, given: dict[str, str]
+    ) -> str:
         raw = request.query.get("path")
         if raw is None:
             raise FilesError(400, "path query parameter is required for raw body upload")
         path = self._resolve(raw, user)
-        await _write_file(path, request.content.iter_chunked(CHUNK))
+        await _write_file(path, request.content.iter_chunked(CHUNK), given)
         return path
 
-    async def _upload_multipart(self, request: web.Request, user: paths.User) -> list[str]:
+    async def _upload_multipart(
+        self, request: web.Request, user: paths.User, given: dict[str, str]
+    ) -> list[str]:
         raw = request.query.get("path")
         reader = await request.multipart()
         written: list[str] = []
@@ -146,7 +150,7 @@ class FilesEndpoint:
                     f"you cannot upload multiple files to the same path '{path}' in one upload "
                     "request, only the first specified file was uploaded",
                 )
-            await _write_file(path, _part_chunks(part))
+            await _write_file(path, _part_chunks(part), given)
             written.append(path)
         return written
 
@@ -238,9 +242,19 @@ def _read(file: BinaryIO, size: int, compressor: zlib._Compress | None) -> tuple
     return len(data), compressor.compress(data) if compressor is not None and data else data
 
 
-async def _write_file(path: str, chunks: AsyncIterator[bytes]) -> None:
-    """Create or truncate `path` (and its missing parent directories), then stream into it."""
+def _written(path: str, given: dict[str, str]) -> dict[str, object]:
+    """What an upload reports of a file it wrote (with its metadata, as envd 0.6.2+)."""
+    info: dict[str, object] = {"path": path, "name": posixpath.basename(path), "type": "file"}
+    if given:
+        info["metadata"] = given
+    return info
+
+
+async def _write_file(path: str, chunks: AsyncIterator[bytes], given: dict[str, str]) -> None:
+    """Create or truncate `path` (and its missing parent directories), stream into it, and
+    make `given` its whole metadata."""
     file = await asyncio.to_thread(_create, path)
+    metadata.replace(path, given)
     with file:
         try:
             async for chunk in chunks:

@@ -188,6 +188,7 @@ class Entry:
     modified_ns: int | None = None
     symlink_target: str | None = None
     is_symlink: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 def entry_info(entry: Entry) -> JsonObject:
@@ -208,4 +209,6 @@ def entry_info(entry: Entry) -> JsonObject:
         info["symlinkTarget"] = entry.symlink_target
     if entry.is_symlink:
         info["isSymlink"] = True
+    if entry.metadata:
+        info["metadata"] = dict(entry.metadata)
     return info
