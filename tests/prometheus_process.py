@@ -55,12 +55,14 @@ class PrometheusServer:
         *,
         rule_files: Sequence[Path] = (),
         scrape_interval: str = "1s",
+        scrape_configs: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.port = free_port()
         self._workdir = workdir
         self._targets = list(targets)
         self._rule_files = [str(path) for path in rule_files]
         self._interval = scrape_interval
+        self._scrape_configs = list(scrape_configs)
         self.log_path = workdir / "prometheus.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +79,8 @@ class PrometheusServer:
                     "job_name": "wakeproxy",
                     "scrape_timeout": self._interval,
                     "static_configs": [{"targets": self._targets}],
-                }
+                },
+                *self._scrape_configs,
             ],
         }
         config_path = self._workdir / "prometheus.yml"
@@ -126,6 +129,12 @@ class PrometheusServer:
             return None
         assert len(result) == 1, result
         return float(result[0]["value"][1])
+
+    def active_targets(self, job: str) -> list[dict[str, Any]]:
+        """The targets Prometheus scrapes now for `job` (its /api/v1/targets)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=5) as r:
+            targets: list[dict[str, Any]] = json.load(r)["data"]["activeTargets"]
+        return [target for target in targets if target["labels"].get("job") == job]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

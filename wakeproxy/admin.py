@@ -16,12 +16,17 @@ _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Returns a mapping of part name → "ok" | "degraded" | "down" | "disabled".
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
+# Returns Prometheus HTTP service discovery target groups (`wakeproxy.discovery`).
+TargetSource = Callable[[], list[dict[str, object]]]
 
 
 def build_admin_app(
-    readiness: ReadinessCheck, registry: CollectorRegistry | None = None
+    readiness: ReadinessCheck,
+    registry: CollectorRegistry | None = None,
+    targets: TargetSource | None = None,
 ) -> web.Application:
-    """`/healthz`, `/readyz`, and `/metrics` when there is a `registry` to expose."""
+    """`/healthz`, `/readyz`, `/metrics` when there is a `registry` to expose, and
+    `/sd/sandboxes` (Prometheus `http_sd_configs`) when there are `targets` to list."""
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -46,10 +51,20 @@ def build_admin_app(
             return response
 
         app.router.add_get("/metrics", metrics)
+    if targets is not None:
+        listed = targets
+
+        async def sandboxes(request: web.Request) -> web.Response:
+            return web.json_response(listed())
+
+        app.router.add_get("/sd/sandboxes", sandboxes)
     return app
 
 
 def running_admin(
-    listen: str, readiness: ReadinessCheck, registry: CollectorRegistry | None = None
+    listen: str,
+    readiness: ReadinessCheck,
+    registry: CollectorRegistry | None = None,
+    targets: TargetSource | None = None,
 ) -> AbstractAsyncContextManager[Listening]:
-    return serving_app(build_admin_app(readiness, registry), listen)
+    return serving_app(build_admin_app(readiness, registry, targets), listen)

@@ -17,8 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from wakeproxy.admin import running_admin
+from wakeproxy.admin import TargetSource, running_admin
+from wakeproxy.backends.base import SandboxState
 from wakeproxy.config import Config
+from wakeproxy.discovery import Discovered, scrape_targets
 from wakeproxy.errors import ConfigError
 from wakeproxy.metrics import Metrics
 from wakeproxy.platform.api.app import build_api
@@ -133,6 +135,26 @@ async def sandbox_manager(config: Config) -> AsyncIterator[tuple[SandboxManager,
                 await runtime.close()
 
 
+def _targets(manager: SandboxManager, domain: str) -> TargetSource:
+    """The running sandboxes' declared exporters, read from the records (no sandbox woken)."""
+
+    def listed() -> list[dict[str, object]]:
+        return scrape_targets(
+            (
+                Discovered(
+                    record.sandbox_id,
+                    record.template_id,
+                    record.life.state is SandboxState.RUNNING,
+                    record.metadata,
+                )
+                for record in manager.records()
+            ),
+            domain,
+        )
+
+    return listed
+
+
 def _prepared(root: Path) -> Path:
     """The data dir, made if missing; a ConfigError naming the setting when it cannot be."""
     if root.exists() and not root.is_dir():
@@ -184,7 +206,9 @@ async def _platform(
                 serving_app(
                     build_api(manager, api_settings, broker=str(broker.path)), settings.api_listen
                 ) as api,
-                running_admin(config.admin.listen, readiness, metrics.registry) as admin,
+                running_admin(
+                    config.admin.listen, readiness, metrics.registry, _targets(manager, domain)
+                ) as admin,
             ):
                 yield RunningPlatform(proxy, api, admin, domain, settings.api_key, manager, metrics)
     finally:

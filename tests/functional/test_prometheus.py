@@ -66,9 +66,20 @@ def test_the_alert_rules_are_valid_and_fire_as_their_tests_say() -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
-def test_the_shipped_scrape_config_is_valid() -> None:
+def test_the_shipped_scrape_config_is_valid_with_and_without_the_sandboxes_job(
+    tmp_path: Path,
+) -> None:
     checked = promtool("check", "config", str(CONFIG / "prometheus.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = (CONFIG / "prometheus.yml").read_text()
+    commented = text[text.index("#  - job_name: sandboxes") :]
+    uncommented = "\n".join(line[1:] for line in commented.splitlines())
+    with_sandboxes = tmp_path / "prometheus.yml"
+    with_sandboxes.write_text(text.replace(commented, uncommented))
+    (tmp_path / "alerts.yml").write_text((CONFIG / "alerts.yml").read_text())
+    checked = promtool("check", "config", str(with_sandboxes))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "job_name: sandboxes" in with_sandboxes.read_text()
 
 
 async def drive_wakes(scene: Scene, count: int) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from wakeproxy.backends.base import SandboxState
+from wakeproxy.discovery import metrics_endpoint
 from wakeproxy.errors import WakeproxyError
 from wakeproxy.platform.agent import ENVD_VERSION
 from wakeproxy.platform.control.lifecycle import OnTimeout, Policy, check_timeout
@@ -92,6 +93,10 @@ def parse_create(body: Any, settings: ApiSettings, default_timeout: float) -> Cr
         if network.get(name):
             raise BadRequest(f"network.{name} is not supported by the embedded platform")
     metadata = _strings(data.get("metadata"), "metadata")
+    try:
+        metrics_endpoint(metadata)  # a declared exporter must be one Prometheus can scrape
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     timeout = data.get("timeout")
     timeout = default_timeout if timeout is None else check_timeout(timeout, settings.max_timeout)
     on_timeout, auto_resume = _lifecycle(data)
