@@ -503,7 +503,7 @@ async def test_an_unknown_procedure_answers_501_unimplemented(
 ) -> None:
     headers = {"E2b-Sandbox-Id": SANDBOX_ID, "E2b-Sandbox-Port": str(AGENT_PORT)}
     async with aiohttp.ClientSession() as client:
-        for procedure in ("filesystem.Filesystem/WatchDir", "nope.Service/Method"):
+        for procedure in ("filesystem.Filesystem/Nope", "nope.Service/Method"):
             async with client.post(
                 f"{sandbox.envd_api_url}/{procedure}",
                 json={},

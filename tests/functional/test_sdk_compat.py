@@ -8,6 +8,7 @@ Each behaviour is checked with the Python SDK in this process and with the npm S
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -198,3 +199,59 @@ def test_file_metadata_is_kept_reported_and_cleared(sandbox: Any) -> None:
 @pytest.mark.slow
 def test_file_metadata_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
     run_js(node, module_platform, "metadata")
+
+
+# -- filesystem watches: WatchDir and the polled watchers -------------------------------
+
+
+def _events(handle: Any) -> list[tuple[str, str]]:
+    return [(event.type.value, event.name) for event in handle.get_new_events()]
+
+
+@pytest.mark.slow
+def test_watch_dir_reports_create_write_rename_and_remove(sandbox: Any) -> None:
+    assert sandbox._envd_version >= e2b.envd.versions.ENVD_VERSION_WATCH_NETWORK_MOUNTS
+    sandbox.files.make_dir("watched/nested")
+    handle = sandbox.files.watch_dir("watched", recursive=True, include_entry=True)
+    sandbox.files.write("watched/nested/a.txt", "x")
+    events = handle.get_new_events()
+    assert [(e.type.value, e.name) for e in events][:2] == [
+        ("create", "nested/a.txt"),
+        ("write", "nested/a.txt"),
+    ]
+    assert events[0].entry.path == "/home/user/watched/nested/a.txt"
+    sandbox.files.rename("watched/nested/a.txt", "watched/b.txt")
+    sandbox.files.remove("watched/b.txt")
+    assert _events(handle) == [
+        ("rename", "nested/a.txt"),
+        ("create", "b.txt"),
+        ("remove", "b.txt"),
+    ]
+    handle.stop()
+    with pytest.raises(e2b.FileNotFoundException):
+        sandbox.files.watch_dir("no-such-directory")
+
+
+@pytest.mark.slow
+async def test_watch_dir_streams_with_the_async_sdk(module_platform: PlatformProcess) -> None:
+    box = await e2b.AsyncSandbox.create(timeout=300, **_opts(module_platform))
+    try:
+        await box.files.make_dir("streamed")
+        got: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        handle = await box.files.watch_dir(
+            "streamed", lambda e: got.put_nowait((e.type.value, e.name)), recursive=True
+        )
+        await box.files.write("streamed/new/file.txt", "x")
+        seen = [await asyncio.wait_for(got.get(), 60) for _ in range(3)]
+        assert seen[0] == ("create", "new")
+        assert ("create", "new/file.txt") in seen
+        await handle.stop()
+        with pytest.raises(e2b.FileNotFoundException):
+            await box.files.watch_dir("no-such-directory", lambda e: None)
+    finally:
+        await box.kill()
+
+
+@pytest.mark.slow
+def test_watch_dir_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
+    run_js(node, module_platform, "watch")

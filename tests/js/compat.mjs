@@ -89,6 +89,35 @@ const scenarios = {
     check('getInfo after the rewrite',
       same((await sandbox.files.getInfo('renamed.txt')).metadata), 'null')
   },
+
+  // watchDir: events of a write, a rename and a removal, recursively; a missing directory.
+  async watch(sandbox) {
+    await sandbox.files.makeDir('watched/nested')
+    const seen = []
+    let wake
+    const handle = await sandbox.files.watchDir('watched', (event) => {
+      seen.push(`${event.type} ${event.name}`)
+      if (wake) wake()
+    }, { recursive: true, includeEntry: true })
+    const until = async (wanted) => {
+      const deadline = Date.now() + 60_000
+      while (!seen.includes(wanted) && Date.now() < deadline) {
+        await new Promise((resolve) => { wake = resolve; setTimeout(resolve, 1_000) })
+      }
+      return seen.includes(wanted)
+    }
+    await sandbox.files.write('watched/nested/a.txt', 'x')
+    check('write', await until('write nested/a.txt'), true)
+    await sandbox.files.rename('watched/nested/a.txt', 'watched/b.txt')
+    check('rename', await until('rename nested/a.txt'), true)
+    check('moved in', await until('create b.txt'), true)
+    await sandbox.files.remove('watched/b.txt')
+    check('remove', await until('remove b.txt'), true)
+    check('first event', seen[0], 'create nested/a.txt')
+    await handle.stop()
+    const missing = await errorName(sandbox.files.watchDir('no-such-directory', () => {}))
+    check('missing directory', missing.split(':')[0], 'FileNotFoundError')
+  },
 }
 
 async function main() {

@@ -4,7 +4,8 @@ It runs inside a sandbox as the root of its process tree and serves, on port 499
 
     /health, /files              plain HTTP (app, files_http)
     process.Process/*            Connect RPC, JSON codec (process_service, process, spawn)
-    filesystem.Filesystem/*      Connect RPC, JSON codec (filesystem_service, entries)
+    filesystem.Filesystem/*      Connect RPC, JSON codec (filesystem_service, entries,
+                                 watch_service, watch)
 
 The request path: `app` (routes, token) → `rpc` (Connect framing and errors, via the
 pure `connect`, `jsonpb` and `messages`) → a service → `paths` (user and path
@@ -14,6 +15,7 @@ resolution) and the process table or the disk.
 reports it as `envdVersion`, and the SDKs pick features by it.
 """
 
-ENVD_VERSION = "0.6.2"
-"""File metadata (0.6.2), octet-stream uploads (0.5.7), closing stdin (0.5.2), a default
-user (0.4.0) and stdin control (0.3.0) are served; watching (WatchDir) is not."""
+ENVD_VERSION = "0.6.4"
+"""Watch options (entry info on events 0.6.3, network mounts 0.6.4), file metadata (0.6.2),
+octet-stream uploads (0.5.7), closing stdin (0.5.2), a default user (0.4.0), stdin control
+(0.3.0) and recursive watches (0.1.4) are served."""

@@ -29,6 +29,7 @@ from wakeproxy.platform.agent.process import ProcessTable
 from wakeproxy.platform.agent.process_service import ProcessService
 from wakeproxy.platform.agent.rpc import RpcRouter
 from wakeproxy.platform.agent.spawn import ChildReaper
+from wakeproxy.platform.agent.watch_service import WatchService
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def create_app(config: AgentConfig) -> web.Application:
     router = RpcRouter()
     ProcessService(table, users, config.env, config.workdir).register(router)
     FilesystemService(users, config.workdir).register(router)
+    watches = WatchService(users, config.workdir)
+    watches.register(router)
 
     app = web.Application(middlewares=[_token_middleware(config.token)])
     app.router.add_get("/health", _health, allow_head=False)
@@ -83,6 +86,7 @@ def create_app(config: AgentConfig) -> web.Application:
         # On shutdown, before the server waits for open requests: the streams of
         # running commands end when their commands do.
         await table.close()
+        watches.close()
 
     app.cleanup_ctx.append(processes)
     app.on_shutdown.append(end_commands)
