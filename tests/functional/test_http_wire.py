@@ -133,6 +133,79 @@ async def test_request_head_over_64_kib_is_refused(proxy: Listening, upstream: U
     await assert_refused(proxy, upstream, request, statuses=(400, 431))
 
 
+# --- what RFC 9112 says a server must refuse, as nginx does --------------------------------
+
+
+def _host_line(upstream: Upstream) -> str:
+    return f"Host: {host_for(upstream.port)}\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_text", "statuses"),
+    [
+        ("GET /count HTTP/1.1\r\n{host}Host: other.localhost\r\n\r\n", (400,)),
+        (
+            "POST /count HTTP/1.0\r\n{host}Connection: keep-alive\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /count HTTP/1.1\r\n{host}\r\n",
+            (400,),
+        ),
+        (
+            "CONNECT {authority} HTTP/1.1\r\n{host}\r\nGET /count HTTP/1.1\r\n{host}\r\n",
+            (405,),
+        ),
+        ("GET * HTTP/1.1\r\n{host}\r\n", (400,)),
+        ("GET /count\r\n{host}\r\n", (400, 505)),
+        ("GET /count HTTP/2.0\r\n{host}\r\n", (505,)),
+        (
+            "POST /count HTTP/1.1\r\n{host}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            (501,),
+        ),
+        (
+            "POST /count HTTP/1.1\r\n{host}Content-Length: 9223372036854775808\r\n\r\n",
+            (400,),
+        ),
+    ],
+    ids=[
+        "two-hosts",
+        "http10-transfer-encoding",
+        "connect",
+        "star-not-options",
+        "http09-with-headers",
+        "http20",
+        "gzip-chunked",
+        "length-2^63",
+    ],
+)
+async def test_what_rfc_9112_says_to_refuse_is_refused_and_never_forwarded(
+    proxy: Listening, upstream: Upstream, request_text: str, statuses: tuple[int, ...]
+) -> None:
+    text = request_text.format(host=_host_line(upstream), authority=f"127.0.0.1:{upstream.port}")
+    await assert_refused(proxy, upstream, text.encode(), statuses)
+
+
+async def test_options_star_reaches_the_upstream_as_star(proxy: Listening) -> None:
+    heads: list[bytes] = []
+    reply = b"HTTP/1.1 204 No Content\r\nAllow: GET\r\n\r\n"
+    async with raw_upstream(answering(lambda _: reply, heads)) as port:
+        async with RawClient(proxy.port) as raw:
+            response = await raw.request("OPTIONS", "*", host_for(port))
+        assert response.status == 204
+    assert heads[0].startswith(b"OPTIONS * HTTP/1.1\r\n")
+
+
+async def test_a_malformed_chunk_is_answered_400_when_nothing_was_answered(
+    proxy: Listening, upstream: Upstream
+) -> None:
+    head = f"POST /upload HTTP/1.1\r\n{_host_line(upstream)}Transfer-Encoding: chunked\r\n\r\n"
+    async with RawClient(proxy.port) as raw:
+        await raw.send(head.encode() + b"5\r\nhello\r\nzz\r\n")
+        response = await raw.response("POST")
+        assert response.status == 400
+        assert b"malformed" in response.body
+        assert await raw.closed_by_peer()
+    await assert_serves(proxy, upstream)
+
+
 # --- pipelining and bodies -------------------------------------------------------------
 
 

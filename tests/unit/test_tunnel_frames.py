@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wakeproxy.proxy.tunnel import FrameCursor, MessageTooBig, close_frame
+from wakeproxy.proxy.tunnel import (
+    BadControlFrame,
+    FrameCursor,
+    MessageTooBig,
+    close_frame,
+)
 
 
 def frame(payload: bytes, *, opcode: int = 2, fin: bool = True, masked: bool = False) -> bytes:
@@ -90,3 +95,41 @@ def test_close_frames_carry_the_code_and_are_masked_only_from_the_client_side() 
     cursor = FrameCursor(10)
     assert cursor.advance(masked) == 0  # a control frame, not a message
     assert cursor.at_boundary
+
+
+def test_a_refused_frame_is_reported_where_it_begins_in_the_read() -> None:
+    cursor = FrameCursor(100)
+    first = frame(b"x" * 10, masked=True)
+    cursor.advance(first[:5])
+    with pytest.raises(MessageTooBig) as refused:
+        cursor.advance(first[5:] + frame(b"y" * 101, masked=True))
+    assert refused.value.at == len(first) - 5  # what precedes it may still go out
+    assert refused.value.code == 1009
+    assert cursor.at_boundary
+
+
+def test_a_refused_frame_whose_header_began_in_an_earlier_read_leaves_no_boundary() -> None:
+    cursor = FrameCursor(100)
+    big = frame(b"y" * 200)
+    cursor.advance(big[:1])
+    with pytest.raises(MessageTooBig) as refused:
+        cursor.advance(big[1:4])
+    assert refused.value.at == 0
+    assert not cursor.at_boundary  # part of its header was passed on: cut, no close frame
+
+
+@pytest.mark.parametrize(
+    "control",
+    [frame(b"p" * 126, opcode=9), frame(b"", opcode=10, fin=False), frame(b"c" * 200, opcode=8)],
+    ids=["ping-126", "fragmented-pong", "close-200"],
+)
+def test_control_frames_rfc_6455_forbids_are_refused_with_1002(control: bytes) -> None:
+    cursor = FrameCursor(1 << 20)
+    with pytest.raises(BadControlFrame) as refused:
+        cursor.advance(frame(b"ok") + control)
+    assert refused.value.at == len(frame(b"ok"))
+    assert refused.value.code == 1002
+
+
+def test_a_control_frame_of_125_bytes_passes() -> None:
+    assert FrameCursor(1 << 20).advance(frame(b"p" * 125, opcode=9)) == 0

@@ -9,7 +9,9 @@ from wakeproxy.proxy.wire import (
     MAX_LINE,
     Framing,
     FramingError,
+    MalformedRequest,
     body_due,
+    check_version,
     chunk,
     decoded_path,
     origin_form,
@@ -18,6 +20,7 @@ from wakeproxy.proxy.wire import (
     request_head,
     response_framing,
     response_head,
+    upstream_target,
     whole_response,
 )
 
@@ -46,7 +49,8 @@ def test_origin_form_keeps_path_and_query_byte_for_byte(target: str, expected: s
         ([(b"Host", b"h")], Framing.NONE),
         ([(b"content-length", b"3")], Framing.LENGTH),
         ([(b"Transfer-Encoding", b"chunked")], Framing.CHUNKED),
-        ([(b"Transfer-Encoding", b"gzip, Chunked")], Framing.CHUNKED),
+        ([(b"Transfer-Encoding", b" Chunked ")], Framing.CHUNKED),
+        ([(b"Content-Length", b"%d" % (2**63 - 1))], Framing.LENGTH),
     ],
 )
 def test_request_framing_follows_the_headers(
@@ -59,6 +63,65 @@ def test_request_framing_follows_the_headers(
 def test_a_final_coding_other_than_chunked_is_refused(coding: bytes) -> None:
     with pytest.raises(FramingError, match="chunked"):
         request_framing([(b"Transfer-Encoding", coding)])
+
+
+@pytest.mark.parametrize(
+    ("headers", "version", "status"),
+    [
+        ([(b"Transfer-Encoding", b"gzip, chunked")], "1.1", 501),
+        ([(b"Transfer-Encoding", b"chunked")], "1.0", 400),
+        ([(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")], "1.1", 400),
+        ([(b"Content-Length", b"%d" % 2**63)], "1.1", 400),
+        ([(b"Content-Length", b"-1")], "1.1", 400),
+    ],
+    ids=["gzip-then-chunked", "http10", "chunked-twice", "length-2^63", "negative"],
+)
+def test_framing_the_rfcs_or_nginx_refuse_is_refused(
+    headers: list[tuple[bytes, bytes]], version: str, status: int
+) -> None:
+    with pytest.raises(FramingError) as refused:
+        request_framing(headers, version)
+    assert refused.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "upstream"),
+    [
+        (b"GET", b"/a?b", b"/a?b"),
+        (b"OPTIONS", b"*", b"*"),
+        (b"GET", b"http://h:1/p?q", b"/p?q"),
+        (b"GET", b"HTTPS://h", b"/"),
+    ],
+)
+def test_the_upstream_gets_an_origin_form_target_or_options_star(
+    method: bytes, target: bytes, upstream: bytes
+) -> None:
+    assert upstream_target(method, target) == upstream
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        (b"CONNECT", b"example.com:443", 405),
+        (b"CONNECT", b"/x", 405),
+        (b"GET", b"*", 400),
+        (b"GET", b"example.com:443", 400),
+        (b"GET", b"ftp://h/x", 400),
+    ],
+)
+def test_targets_the_upstream_could_read_otherwise_are_refused(
+    method: bytes, target: bytes, status: int
+) -> None:
+    with pytest.raises(MalformedRequest) as refused:
+        upstream_target(method, target)
+    assert refused.value.status == status
+
+
+@pytest.mark.parametrize("version", ["0.9", "2.0", "1.2"])
+def test_versions_other_than_1_0_and_1_1_get_505(version: str) -> None:
+    with pytest.raises(MalformedRequest) as refused:
+        check_version(version)
+    assert refused.value.status == 505
 
 
 @pytest.mark.parametrize(

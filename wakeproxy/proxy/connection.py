@@ -24,7 +24,7 @@ from typing import cast
 
 import httptools
 
-from wakeproxy.errors import HeadTooLarge, ProxyError, RouteError
+from wakeproxy.errors import BodyTimeout, HeadTooLarge, ProxyError, RouteError
 from wakeproxy.proxy.exchange import Exchange, Services
 from wakeproxy.proxy.responses import render_error
 from wakeproxy.proxy.tunnel import GOING_AWAY, Gate, Tunnel, Wake
@@ -35,10 +35,13 @@ from wakeproxy.proxy.wire import (
     MAX_LINE,
     Framing,
     FramingError,
+    MalformedRequest,
     body_due,
+    check_version,
     encoded,
     over_bounds,
     request_framing,
+    upstream_target,
     whole_response,
 )
 
@@ -140,8 +143,10 @@ class ClientConnection(asyncio.Protocol):
             cause = error.__context__
             if isinstance(cause, _HeadTooLarge):
                 self._refuse(HeadTooLarge(f"the request head is larger than {MAX_HEAD} bytes"))
-            elif isinstance(cause, FramingError):
-                self._refuse(RouteError(f"malformed HTTP request: {cause}"))
+            elif isinstance(cause, MalformedRequest):
+                refusal = RouteError(f"malformed HTTP request: {cause}")
+                refusal.status = cause.status
+                self._refuse(refusal)
             else:
                 log.error("request handling failed", exc_info=error.__context__)
                 self._refuse(ProxyError("internal proxy error"), status=500)
@@ -218,7 +223,10 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._reported = True
         self._headers.append((name, value))
-        if len(name) == 4 and name.lower() == b"host" and self._host is None:
+        if len(name) == 4 and name.lower() == b"host":
+            if self._host is not None:
+                # Which one would the upstream route by? (RFC 9112 §3.2)
+                raise MalformedRequest("a request must have one Host field, not two")
             self._host = value  # what routing and X-Forwarded-Host need, found once
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
@@ -232,7 +240,9 @@ class ClientConnection(asyncio.Protocol):
         upgrade = parser.should_upgrade()
         headers = self._headers
         self._headers = []  # what llhttp reports after the head are trailers: dropped
-        framing = request_framing(headers)
+        check_version(version)
+        target = upstream_target(method, self._url)
+        framing = request_framing(headers, version)
         websocket = upgrade and method == b"GET" and _asks_for_websocket(headers)
         if upgrade and framing is not Framing.NONE:
             # llhttp hands over what follows an upgrade request's head unparsed, so a
@@ -248,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
             self,
             self._services,
             method,
-            self._url,
+            target,
             version,
             headers,
             self._host,
@@ -393,7 +403,12 @@ class ClientConnection(asyncio.Protocol):
         self._body_timer = None
         exchange = self._incoming
         if exchange is not None and self._queue and self._queue[0] is exchange:
-            exchange.body_timed_out()
+            exchange.body_failed(
+                BodyTimeout(
+                    f"The request body stopped arriving: less than "
+                    f"{services.body_min_rate} bytes per second; send it faster"
+                )
+            )
         else:
             self.abort()
 
@@ -422,9 +437,15 @@ class ClientConnection(asyncio.Protocol):
 
     def _refuse(self, error: ProxyError, status: int | None = None) -> None:
         """Answer a request that cannot be parsed, then close: its end is unknown."""
+        queue = self._queue
+        incoming = self._incoming
+        if queue and queue[0] is incoming and incoming is not None:
+            # Its body went wrong (a chunk, a trailer): it answers, if it still can.
+            incoming.body_failed(error)
+            return
         self._services.recorder.rejected(error.reason)
         self._services.recorder.request_finished("http", status or error.status, 0.0)
-        if self._queue:
+        if queue:
             # Still answering an earlier request: there is no slot for this answer.
             self.abort()
             return

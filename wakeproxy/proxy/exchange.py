@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from wakeproxy.accesslog import AccessLog
 from wakeproxy.backends.base import AGENT_PORT, SignedFileLookup
 from wakeproxy.errors import (
-    BodyTimeout,
     NoSandboxNamed,
     PortNotOpen,
     ProxyError,
@@ -190,7 +189,7 @@ class Exchange:
         self.path = decoded_path(self.origin)
         # As they go upstream: the client's own bytes unless the target had to change.
         self._raw_method = method
-        self._raw_origin = target if target.startswith(b"/") else self.origin.encode("latin-1")
+        self._raw_origin = target  # already in the form the upstream gets (`upstream_target`)
         self.version = version
         self.headers = headers
         self.host = host  # the Host header as sent, None without one
@@ -296,10 +295,10 @@ class Exchange:
             else:
                 link.transport.resume_reading()
 
-    def body_timed_out(self) -> None:
-        """The request body stopped making progress (`client_body_timeout`): 408 if
-        nothing was answered yet, else the connection ends (its next request could not
-        be told from the rest of this body)."""
+    def body_failed(self, error: ProxyError) -> None:
+        """The request body cannot go on (malformed, or too slow): `error` is the answer
+        if nothing was answered yet, else the connection ends (where the next request
+        would start is unknown)."""
         self.keep_alive = False
         if self._finished:
             self._release()
@@ -313,13 +312,9 @@ class Exchange:
         if self._head_sent:
             self._cut()
             return
-        self._reject(
-            BodyTimeout(
-                f"The request body stopped arriving: less than "
-                f"{self._services.body_min_rate} bytes per second; send it faster",
-                sandbox_id=None if self._target is None else self._target.sandbox_id,
-            )
-        )
+        if self._target is not None and error.sandbox_id is None:
+            error.sandbox_id = self._target.sandbox_id
+        self._reject(error)
 
     @property
     def finished(self) -> bool:

@@ -5,7 +5,9 @@ the endpoints' business — so a session costs two transports and this object, a
 echo costs one read and one write per direction. Each direction keeps a `FrameCursor`,
 which reads only frame headers: it knows where the next frame starts, so the proxy can
 add a close frame of its own between two frames (1001 at shutdown, 1011 when the
-sandbox cannot be woken, 1009 for a message over `max_message`), and never inside one.
+sandbox cannot be woken, 1009 for a message over `max_message`, 1002 for a control frame
+over 125 bytes or fragmented), and never inside one: what precedes a refused frame in
+the same read is passed on first.
 
 Before client bytes go upstream, the sandbox must be running: a session that stayed
 open while its sandbox was paused wakes it with its next message (reading pauses
@@ -23,6 +25,7 @@ from typing import cast
 from wakeproxy.errors import ProxyError
 
 GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
 MESSAGE_TOO_BIG = 1009
 SANDBOX_GONE = 1011
 
@@ -32,8 +35,26 @@ Wake = Callable[[], Awaitable[None]]
 """Wakes the sandbox; raises `ProxyError` when it cannot be woken."""
 
 
-class MessageTooBig(Exception):
+class BadFrame(Exception):
+    """A frame the tunnel refuses; `at`: where in the data just read it begins, so what
+    precedes it (whole frames, or the end of one) can still be passed on and the close
+    frame follow it; `code`: the close code to end the session with."""
+
+    code = PROTOCOL_ERROR
+
+    def __init__(self, at: int) -> None:
+        super().__init__(at)
+        self.at = at
+
+
+class MessageTooBig(BadFrame):
     """A message longer than the tunnel's `max_message`."""
+
+    code = MESSAGE_TOO_BIG
+
+
+class BadControlFrame(BadFrame):
+    """A control frame over 125 bytes, or fragmented (RFC 6455 §5.5)."""
 
 
 class FrameCursor:
@@ -54,7 +75,8 @@ class FrameCursor:
     def advance(self, data: bytes) -> int:
         """Move past `data`; how many data frames begin in it (control frames — ping,
         pong, close — are not counted). Raises `MessageTooBig` when a message grows over
-        the limit."""
+        the limit, `BadControlFrame` for a control frame RFC 6455 forbids; the cursor
+        then stands where that frame begins (inside a frame if it began in earlier data)."""
         begun = 0
         at, end = 0, len(data)
         while at < end:
@@ -63,6 +85,7 @@ class FrameCursor:
                 self._left -= step
                 at += step
                 continue
+            start = at - len(self._head)  # below 0: the header began in earlier data
             head = self._head + data[at : at + 14 - len(self._head)]
             need = _header_size(head)
             if need == 0 or len(head) < need:
@@ -72,13 +95,22 @@ class FrameCursor:
             self._head = b""
             length = _payload_length(head)
             opcode = head[0] & 0x0F
-            if opcode < 8:  # data or continuation; control frames are not messages
+            if opcode >= 8:
+                if length > 125 or not head[0] & 0x80:
+                    raise self._refused(BadControlFrame, start)
+            else:  # data or continuation; control frames are not messages
                 begun += 1
                 self._message = length if opcode else self._message + length
                 if self._message > self._max:
-                    raise MessageTooBig
+                    raise self._refused(MessageTooBig, start)
             self._left = length
         return begun
+
+    def _refused(self, kind: type[BadFrame], start: int) -> BadFrame:
+        # Stand where the refused frame begins: between frames, unless its header
+        # began in data already passed on.
+        self._left = 0 if start >= 0 else 1
+        return kind(max(start, 0))
 
 
 def _header_size(head: bytes) -> int:
@@ -191,8 +223,13 @@ class Tunnel:
             return
         try:
             messages = self._inbound.advance(data)
-        except MessageTooBig:
-            self.close(MESSAGE_TOO_BIG)
+        except BadFrame as bad:
+            if bad.at:
+                if self._waking is None:
+                    self._upstream.transport.write(data[: bad.at])
+                else:
+                    self._held.append(data[: bad.at])
+            self.close(bad.code)
             return
         if self._waking is not None:
             self._held.append(data)
@@ -223,8 +260,10 @@ class Tunnel:
             return
         try:
             self._outbound.advance(data)
-        except MessageTooBig:
-            self.close(MESSAGE_TOO_BIG)
+        except BadFrame as bad:
+            if bad.at:
+                self._client.transport.write(data[: bad.at])
+            self.close(bad.code)
             return
         self._client.transport.write(data)
 
@@ -248,7 +287,9 @@ class Tunnel:
             (self._client, self._outbound, False),
             (self._upstream, self._inbound, True),
         ):
-            if cursor.at_boundary:
+            # Client bytes held for a wake never went out: where the upstream stands
+            # in its stream is not known, so it is cut.
+            if cursor.at_boundary and not (masked and self._held):
                 side.transport.write(close_frame(code, masked=masked))
                 side.transport.close()
             else:

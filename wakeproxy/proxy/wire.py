@@ -43,13 +43,17 @@ _REASONS = {
     400: b"Bad Request",
     403: b"Forbidden",
     404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
     409: b"Conflict",
     431: b"Request Header Fields Too Large",
     499: b"Client Closed Request",
     500: b"Internal Server Error",
+    501: b"Not Implemented",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 
@@ -66,26 +70,82 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-class FramingError(ValueError):
+class MalformedRequest(ValueError):
+    """A request the proxy must refuse before anything of it goes upstream; `status`
+    is the answer (400 unless the RFCs name another), and the connection then closes."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FramingError(MalformedRequest):
     """A request whose body cannot be delimited safely."""
 
 
-def request_framing(headers: Iterable[tuple[bytes, bytes]]) -> Framing:
+_MAX_LENGTH = 2**63 - 1
+
+
+def request_framing(headers: Iterable[tuple[bytes, bytes]], version: str = "1.1") -> Framing:
     """How a request's body is delimited; raises `FramingError` when unsafely.
 
     llhttp refuses a Transfer-Encoding that comes with a Content-Length, and an invalid
-    one, but only after reporting the head complete: the final coding is checked here
-    too, so such a request is refused before anything is done with it.
+    one, but only after reporting the head complete: the codings are checked here too,
+    so such a request is refused before anything is done with it. Only chunked is
+    supported (501 for another coding, as nginx answers: passing one on while the
+    proxy re-chunks the body would drop its label); HTTP/1.0 has no Transfer-Encoding
+    (RFC 9112 §6.1); a length must fit in 63 bits.
     """
     framing = Framing.NONE
     for name, value in headers:
         if len(name) == 17 and name.lower() == b"transfer-encoding":
-            if value.rpartition(b",")[2].strip().lower() != b"chunked":
-                raise FramingError("Transfer-Encoding must end in chunked")
-            return Framing.CHUNKED
-        if len(name) == 14 and name.lower() == b"content-length":
-            framing = Framing.LENGTH
+            if version == "1.0":
+                raise FramingError("an HTTP/1.0 request cannot have a Transfer-Encoding")
+            codings = [coding.strip().lower() for coding in value.split(b",")]
+            if framing is Framing.CHUNKED or codings[-1] != b"chunked":
+                raise FramingError("Transfer-Encoding must end in chunked, once")
+            if len(codings) > 1:
+                raise FramingError(
+                    "only the chunked Transfer-Encoding is supported; send the body "
+                    "with Content-Encoding instead",
+                    status=501,
+                )
+            framing = Framing.CHUNKED
+        elif len(name) == 14 and name.lower() == b"content-length":
+            if not value.isdigit() or int(value) > _MAX_LENGTH:
+                raise FramingError("Content-Length must be a number below 2^63")
+            if framing is Framing.NONE:
+                framing = Framing.LENGTH
     return framing
+
+
+def upstream_target(method: bytes, target: bytes) -> bytes:
+    """The request target as the upstream gets it; raises `MalformedRequest` for one the
+    upstream could read differently than the proxy did.
+
+    The origin form (``/path?q``) passes byte for byte; the absolute form loses its scheme
+    and authority (`origin_form`); ``*`` is OPTIONS's alone (RFC 9112 §3.2.4). CONNECT
+    asks for a tunnel this reverse proxy does not make (405, as nginx answers).
+    """
+    if method == b"CONNECT":
+        raise MalformedRequest("CONNECT is not supported: this is a reverse proxy", status=405)
+    if target.startswith(b"/"):
+        return target
+    if target == b"*":
+        if method == b"OPTIONS":
+            return target
+        raise MalformedRequest("only OPTIONS may have the request target *")
+    scheme, separator, _ = target.partition(b"://")
+    if separator and scheme.lower() in (b"http", b"https"):
+        return origin_form(target.decode("latin-1")).encode("latin-1")
+    raise MalformedRequest("the request target must be a path (/...) or an http(s) URL")
+
+
+def check_version(version: str) -> None:
+    """HTTP/1.0 and HTTP/1.1 only: an answer in another version's syntax would be a lie,
+    and HTTP/0.9 has no headers to route by (505)."""
+    if version not in ("1.1", "1.0"):
+        raise MalformedRequest(f"HTTP/{version} is not supported; use HTTP/1.1", status=505)
 
 
 def response_framing(
