@@ -176,6 +176,7 @@ class Tunnel:
         "_ended",
         "_gate",
         "_held",
+        "_held_at_boundary",
         "_inbound",
         "_on_end",
         "_outbound",
@@ -202,6 +203,7 @@ class Tunnel:
         self._wake = wake
         self._on_end = on_end
         self._held: list[bytes] = []  # client bytes waiting for the sandbox to wake
+        self._held_at_boundary = True  # whether the first of them began a frame
         self._waking: asyncio.Task[None] | None = None
         self._closing = False
         self._ended = False
@@ -221,6 +223,7 @@ class Tunnel:
     def from_client(self, data: bytes) -> None:
         if self._closing:
             return
+        boundary = self._inbound.at_boundary
         try:
             messages = self._inbound.advance(data)
         except BadFrame as bad:
@@ -237,6 +240,7 @@ class Tunnel:
             # Only messages wake a sandbox and count as its activity: a ping or a close
             # from a client is no use of it.
             self._held.append(data)
+            self._held_at_boundary = boundary
             self._client.transport.pause_reading()
             self._waking = asyncio.get_running_loop().create_task(self._wake_then_send())
         else:
@@ -287,9 +291,10 @@ class Tunnel:
             (self._client, self._outbound, False),
             (self._upstream, self._inbound, True),
         ):
-            # Client bytes held for a wake never went out: where the upstream stands
-            # in its stream is not known, so it is cut.
-            if cursor.at_boundary and not (masked and self._held):
+            # Client bytes held for a wake never went out: the upstream stands where
+            # the first of them would have begun.
+            at_boundary = self._held_at_boundary if masked and self._held else cursor.at_boundary
+            if at_boundary:
                 side.transport.write(close_frame(code, masked=masked))
                 side.transport.close()
             else:
