@@ -12,6 +12,7 @@ import psutil
 
 from wakeproxy.config import Config
 from wakeproxy.server import Listening
+from wakeproxy.tracing.settings import TracingSettings
 from wakeproxy.wake import WakeSettings
 
 _SYSTEM_REDIS_PORT = 6379
@@ -27,13 +28,20 @@ def free_port() -> int:
             return port
 
 
-def proxy_config(*, wake: WakeSettings | None = None, **proxy_fields: object) -> Config:
+def proxy_config(
+    *,
+    wake: WakeSettings | None = None,
+    tracing: TracingSettings | None = None,
+    **proxy_fields: object,
+) -> Config:
     """Defaults, listening on a free port, with `proxy_fields` replaced (and the wake
-    engine's settings, when `wake` is given)."""
+    engine's and tracing settings, when given)."""
     base = Config()
     fields = {"listen": "127.0.0.1:0", **proxy_fields}
     proxy = dataclasses.replace(base.proxy, **fields)  # type: ignore[arg-type]
-    return dataclasses.replace(base, proxy=proxy, wake=wake or base.wake)
+    return dataclasses.replace(
+        base, proxy=proxy, wake=wake or base.wake, tracing=tracing or base.tracing
+    )
 
 
 def host_for(port: int, sandbox_id: str = "sbx1", domain: str = "localhost") -> str:

@@ -37,8 +37,8 @@ environment variables and flags, in that order of increasing precedence.
 
 # The config sections each command reads; each of their settings is a flag.
 _SECTIONS: Final = {
-    "serve": ("proxy", "tls", "admin", "backend", "log", "wake", "state"),
-    "up": ("proxy", "tls", "admin", "platform", "log", "wake", "state"),
+    "serve": ("proxy", "tls", "admin", "backend", "log", "wake", "state", "tracing"),
+    "up": ("proxy", "tls", "admin", "platform", "log", "wake", "state", "tracing"),
     "serve-api": ("platform", "admin", "log", "state"),
 }
 _DEFAULT_API_URL: Final = "http://127.0.0.1:8081"

@@ -26,6 +26,7 @@ from wakeproxy.configload import Check
 from wakeproxy.errors import ConfigError
 from wakeproxy.state.settings import StateSettings
 from wakeproxy.tls import TlsSettings
+from wakeproxy.tracing.settings import TracingSettings
 from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
@@ -151,6 +152,7 @@ class Config:
     platform: PlatformConfig = field(default_factory=PlatformConfig)
     state: StateSettings = field(default_factory=StateSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
 
 # --- allowed values -----------------------------------------------------------------------
@@ -321,6 +323,10 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "state.key_prefix": _key_prefix,
         **{f"state.{name}": _above(0) for name in _STATE_NUMBERS},
         "tls.reload_interval": _above(0),
+        "tracing.endpoint": _http_url,
+        "tracing.sample_ratio": lambda value: (
+            None if 0 <= value <= 1 else "must be between 0 and 1 (a share of traces)"
+        ),
     }
 )
 """Allowed values per setting key path (list items without indexes: `wake.no_wake.path`)."""

@@ -76,6 +76,9 @@ class ProxyError(WakeproxyError):
     """Seconds the request was held for a wake before it got this answer (0: not held)."""
     wake_trigger: bool = False
     """The request's arrival started the wake that ended in this answer."""
+    wake: object | None = None
+    """That wake once it is over, a `wake.timing.FinishedWake` (for the request's trace;
+    not typed as one here, so that this module imports nothing of wakeproxy)."""
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from aiohttp import web
 from wakeproxy.accesslog import AccessLog
 from wakeproxy.backends.base import Backend, SignedFileLookup, watch_backend
 from wakeproxy.config import Config
-from wakeproxy.errors import ListenError
+from wakeproxy.errors import ConfigError, ListenError
 from wakeproxy.gateway import Gateway
 from wakeproxy.metrics import Metrics
 from wakeproxy.proxy.connection import Listener
@@ -32,6 +32,8 @@ from wakeproxy.routing import Router
 from wakeproxy.state.factory import shared_state
 from wakeproxy.state.shared import StateStore
 from wakeproxy.tls import TlsContexts, reloading
+from wakeproxy.tracing.settings import TracingSettings
+from wakeproxy.tracing.traced import Tracer
 from wakeproxy.wake import WakeCoordinator, connect_probe
 
 log = logging.getLogger("wakeproxy")
@@ -135,6 +137,25 @@ async def running_proxy(
 
 
 @asynccontextmanager
+async def _tracing(settings: TracingSettings) -> AsyncIterator[Tracer | None]:
+    """The tracer when tracing is on (exported and stopped at the end), else None."""
+    if not settings.enabled:
+        yield None
+        return
+    try:
+        from wakeproxy.tracing.spans import Tracing  # the optional extra
+    except ImportError as exc:
+        reason = f"needs OpenTelemetry: pip install 'wakeproxy[tracing]' ({exc})"
+        raise ConfigError([("tracing.enabled", reason)]) from exc
+    tracing = Tracing(settings)
+    try:
+        yield tracing
+    finally:
+        # Blocking (the last export): in a thread, so a collector on this loop can answer.
+        await asyncio.to_thread(tracing.shutdown)
+
+
+@asynccontextmanager
 async def _reloading(tls: TlsContexts | None, interval: float) -> AsyncIterator[None]:
     if tls is None:
         yield
@@ -177,7 +198,11 @@ async def _serving(
         signed=signed,
     )
     tls = TlsContexts(config.tls) if config.tls.enabled else None
-    async with coordinator, _reloading(tls, config.tls.reload_interval):
+    async with (
+        coordinator,
+        _reloading(tls, config.tls.reload_interval),
+        _tracing(config.tracing) as services.tracer,
+    ):
         listener = Listener(services)
         host, port = split_listen(settings.listen)
         sock = _listening_socket(host, port, reuse_port)

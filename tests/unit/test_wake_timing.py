@@ -23,7 +23,7 @@ def test_a_wake_is_split_where_the_sandbox_runs_again() -> None:
     assert times.start("a", 10.0)
     assert times.observe("a", ResumeSucceeded(RUNNING_INFO), READYING, 10.5) is None
     finished = times.observe("a", PortReady(3000), RUNNING, 10.75)
-    assert finished == FinishedWake(0.75, "ok", {"resume": 0.5, "ready": 0.25})
+    assert finished == FinishedWake(0.75, "ok", {"resume": 0.5, "ready": 0.25}, started=10.0)
     assert times.observe("a", PortReady(3000), RUNNING, 11.0) is None  # over and forgotten
 
 

@@ -66,7 +66,9 @@ from wakeproxy.proxy.wire import (
     whole_response,
 )
 from wakeproxy.routing import Router, Target
+from wakeproxy.tracing.traced import Traced, Tracer
 from wakeproxy.wake import Acquired, StillWaking
+from wakeproxy.wake.timing import FinishedWake
 
 if TYPE_CHECKING:
     from wakeproxy.proxy.connection import ClientConnection
@@ -116,6 +118,7 @@ class Services:
     body_timeout: float = 60.0
     body_min_rate: int = 1024
     ids: RequestIds = field(default_factory=RequestIds)
+    tracer: Tracer | None = None  # None: tracing off, and nothing of it runs
     signed: SignedFileLookup | None = None
     """Finds the sandbox of a signed file URL on the base host (None: such URLs get 400)."""
 
@@ -149,11 +152,13 @@ class Exchange:
         "_request_id",
         "_retried",
         "_services",
+        "_spans",
         "_started",
         "_status",
         "_target",
         "_task",
         "_triggered",
+        "_wake",
         "body_bytes",
         "body_done",
         "framing",
@@ -209,6 +214,8 @@ class Exchange:
         self._triggered = False
         self._reason: str | None = None  # why the proxy answered itself, if it did
         self._request_id: bytes | None = None
+        self._spans: object | None = None  # the tracer's, once forwarded with tracing on
+        self._wake: FinishedWake | None = None  # the wake this request triggered
         self._in_flight = False
         self._retried = False
         self._status = 0
@@ -402,6 +409,7 @@ class Exchange:
         if acquired.held_for and acquired is not self._acquired:
             self._held_for += acquired.held_for
             self._triggered = self._triggered or acquired.triggered_wake
+            self._wake = acquired.wake or self._wake
             self._extra = wait_headers(self._held_for)
         self._acquired = acquired
 
@@ -428,6 +436,8 @@ class Exchange:
         headers = services.rules.upstream_request_headers(
             self.headers, conn.peer_ip, conn.scheme, self.host or conn.local_host, self.request_id
         )
+        if services.tracer is not None:
+            headers = self._traced_upstream(services.tracer, acquired, headers)
         if self.websocket:
             link.upgrading = True
             headers.extend(_UPGRADE)
@@ -605,6 +615,8 @@ class Exchange:
         """Answer with `error`; `upstream`: the relay's own failure, counted as such."""
         self._held_for += error.held_for
         self._triggered = self._triggered or error.wake_trigger
+        if isinstance(error.wake, FinishedWake):
+            self._wake = error.wake
         self._reason = error.reason
         if not upstream:
             self._services.recorder.rejected(error.reason)
@@ -650,6 +662,8 @@ class Exchange:
         if self._in_flight and target is not None:
             services.gateway.in_flight.end(target.sandbox_id)
         seconds = time.perf_counter() - self._started
+        if services.tracer is not None:
+            services.tracer.finished(self._traced(), self._spans, status)
         services.recorder.request_finished(
             "websocket" if self.websocket else "http", status, seconds
         )
@@ -673,6 +687,34 @@ class Exchange:
             )
         if self.body_done or not self.keep_alive:
             self._release()
+
+    # -- tracing (only with `Services.tracer`) --------------------------------------------
+
+    def _traced(self) -> Traced:
+        target = self._target
+        return Traced(
+            self.method,
+            self.path,
+            self.host,
+            self.headers,
+            self.request_id,
+            self._started,
+            None if target is None else target.sandbox_id,
+            None if target is None else target.port,
+            self._held_for,
+            self._triggered,
+            self._wake,
+            self._reason,
+        )
+
+    def _traced_upstream(self, tracer: Tracer, acquired: Acquired, headers: Headers) -> Headers:
+        """The request's spans begin; the upstream gets their context as `traceparent`."""
+        upstream = acquired.upstream
+        address = upstream.unix_path or upstream.host
+        self._spans, parent = tracer.forwarding(self._traced(), address, upstream.port)
+        kept = [pair for pair in headers if pair[0].lower() != b"traceparent"]
+        kept.append((b"traceparent", parent))
+        return kept
 
     def _release(self) -> None:
         if not self._released:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wakeproxy.backends.base import SandboxInfo, Upstream
+from wakeproxy.wake.timing import FinishedWake
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class Acquired:
     info: SandboxInfo
     held_for: float = 0.0  # seconds the request was held; 0 when it was not
     triggered_wake: bool = False  # this request's arrival started the wake
+    wake: FinishedWake | None = None  # that wake, for the request's trace
 
 
 @dataclass(slots=True)

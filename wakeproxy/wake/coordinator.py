@@ -136,6 +136,8 @@ class WakeCoordinator:
         self._held_total = 0
         self._wake_times = WakeTimes()
         self._closed_ports = ClosedPorts()
+        # The last wake of each sandbox until its trigger request picks it up (for traces).
+        self._trigger_wakes: dict[str, FinishedWake] = {}
         self._l1_hits = 0  # counted on the hot path as a plain int, reported in batches
         self._closed = False
 
@@ -196,21 +198,28 @@ class WakeCoordinator:
         held_for = self._clock() - waiter.arrived if waiter.held and outcome.waited else 0.0
         if held_for:
             self._recorder.hold_finished(held_for)
-        return await self._carry_out(sandbox_id, port, held_for, outcome)
+        wake = self._trigger_wakes.pop(sandbox_id, None) if outcome.triggered else None
+        return await self._carry_out(sandbox_id, port, held_for, outcome, wake)
 
     async def _carry_out(
-        self, sandbox_id: str, port: int, held_for: float, outcome: _Outcome
+        self,
+        sandbox_id: str,
+        port: int,
+        held_for: float,
+        outcome: _Outcome,
+        wake: FinishedWake | None,
     ) -> Acquired:
         match outcome:
             case Forward(info=info, triggered=triggered):
                 upstream = await self._upstream(sandbox_id, info, port)
-                return Acquired(upstream, info, held_for, triggered)
+                return Acquired(upstream, info, held_for, triggered, wake)
             case Reject(error=error, message=message, retry_after=retry_after):
                 rejection = error(message, sandbox_id=sandbox_id, retry_after=retry_after)
             case ServeWaitingPage(message=message):
                 rejection = StillWaking(message, sandbox_id=sandbox_id)
         rejection.held_for = held_for
         rejection.wake_trigger = outcome.triggered
+        rejection.wake = wake
         raise rejection
 
     async def _upstream(self, sandbox_id: str, info: SandboxInfo, port: int) -> Upstream:
@@ -331,6 +340,7 @@ class WakeCoordinator:
         backend = self._backend
         followed = isinstance(backend, SharedWakes) and backend.followed(sandbox_id)
         self._recorder.wake_finished(wake.seconds, wake.result, wake.phases, followed=followed)
+        self._trigger_wakes[sandbox_id] = wake
         if wake.result != "ok" and not followed:  # the replica that resumed it logs it
             log_failed_wake(sandbox_id, wake)
 
@@ -383,6 +393,7 @@ class WakeCoordinator:
                 if not future.done():
                     future.set_result(None)
         self._machines.clear()
+        self._trigger_wakes.clear()
         self._cache.clear()
         if self._held_total:
             self._held_total = 0
@@ -423,4 +434,5 @@ class WakeCoordinator:
         idle = [sid for sid, machine in self._machines.items() if machine.disposable(now)]
         for sandbox_id in idle:
             del self._machines[sandbox_id]
+            self._trigger_wakes.pop(sandbox_id, None)
             self._cache.forget(sandbox_id)

@@ -32,6 +32,7 @@ class FinishedWake:
     result: str  # "ok", "failed" or "timeout"
     phases: dict[str, float] = field(default_factory=dict)
     cause: str = ""  # what went wrong ("" for "ok")
+    started: float = 0.0  # on the coordinator's clock
 
     @property
     def phase(self) -> str:
@@ -117,6 +118,6 @@ _RESUMED = frozenset({SandboxState.RUNNING, SandboxState.RESUMING})
 
 def _finished(wake: _Wake, result: str, now: float, cause: str) -> FinishedWake:
     if wake.running_at is None:
-        return FinishedWake(now - wake.started, result, cause=cause)
+        return FinishedWake(now - wake.started, result, cause=cause, started=wake.started)
     phases = {"resume": wake.running_at - wake.started, "ready": now - wake.running_at}
-    return FinishedWake(now - wake.started, result, phases, cause)
+    return FinishedWake(now - wake.started, result, phases, cause, wake.started)
