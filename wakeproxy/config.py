@@ -128,6 +128,10 @@ class PlatformConfig:
     """Traffic through the proxy pushes a sandbox's timeout back (idle-timeout semantics)."""
     max_sandboxes: int = 100
     """Sandboxes that may exist at once; creating one more answers 429."""
+    auto_resume_min_timeout: float = 0.0
+    """Seconds a sandbox woken by traffic runs at least: its window is max(this, the
+    create-time timeout). 0 (the default) keeps exactly the create-time timeout, so short
+    idle windows stay short; 300 is E2B's rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +320,7 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "platform.api_listen": _host_port,
         "platform.domain": lambda value: _domain(value) if value else None,
         "platform.max_sandboxes": _at_least(1),
+        "platform.auto_resume_min_timeout": _at_least(0),
         "log.level": _one_of("debug", "info", "warning", "error"),
         "log.format": _one_of("json", "text"),
         **{f"wake.{name}": _above(0) for name in _WAKE_NUMBERS},

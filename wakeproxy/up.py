@@ -123,7 +123,12 @@ async def sandbox_manager(config: Config) -> AsyncIterator[tuple[SandboxManager,
         # The whole data dir is the runtime's: it hides it from every sandbox, so no
         # sandbox sees the records or another sandbox's files.
         runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
-        manager = SandboxManager(runtime, root, max_sandboxes=settings.max_sandboxes)
+        manager = SandboxManager(
+            runtime,
+            root,
+            max_sandboxes=settings.max_sandboxes,
+            auto_resume_min_timeout=settings.auto_resume_min_timeout,
+        )
         await manager.start()
         try:
             yield manager, lock

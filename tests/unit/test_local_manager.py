@@ -443,3 +443,24 @@ async def _hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.write(b"hello\n")
     await writer.drain()
     writer.close()
+
+
+async def test_a_floor_on_the_auto_resume_window_follows_e2b(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """With `auto_resume_min_timeout=300` (E2B's rule) a sandbox woken by traffic runs
+    max(5 min, its timeout); `connect` keeps the window it asks for."""
+    manager = SandboxManager(FakeRuntime(), tmp_path, clock=clock, auto_resume_min_timeout=300)
+    await manager.start()
+    try:
+        short = (await manager.create(asked(60))).sandbox_id
+        long = (await manager.create(asked(900))).sandbox_id
+        for sandbox_id, window in ((short, 300), (long, 900)):
+            await manager.pause(sandbox_id)
+            record, _ = await manager.resume(sandbox_id, auto=True)
+            assert record.life.end_at == clock.now + window
+        await manager.pause(short)
+        record, _ = await manager.resume(short, seconds=30)
+        assert record.life.end_at == clock.now + 30
+    finally:
+        await manager.close(kill_all=True)

@@ -19,7 +19,8 @@ Every transition bumps `version`. Timeouts follow E2B:
 - create: `end_at = now + timeout`; at `end_at` a running sandbox is paused
   (`on_timeout="pause"`) or killed (`"kill"`). `auto_resume` needs `on_timeout="pause"`.
 - a resume (by traffic or by `connect`) starts a fresh window: `end_at = now + timeout`,
-  where `timeout` is the create-time one for traffic and the requested one for `connect`.
+  where `timeout` is the create-time one for traffic (at least the platform's
+  `auto_resume_min_timeout`) and the requested one for `connect`.
   So pause → auto-resume → timeout → pause repeats for as long as traffic comes back.
 - `connect(timeout)` on a running sandbox only extends: `end_at = max(end_at, now + timeout)`.
 - `set_timeout(timeout)` may shorten or extend: `end_at = now + timeout`.
@@ -138,6 +139,12 @@ def transition(life: Life, event: Event, *, now: float, timeout: float | None = 
         window = life.policy.timeout if timeout is None else check_timeout(timeout)
         end_at = now + window
     return Life(target, life.version + 1, end_at, life.policy)
+
+
+def auto_resume_window(policy: Policy, floor: float) -> float:
+    """The window a resume by traffic starts: the create-time timeout, or `floor` when
+    longer (E2B's auto-resume runs a sandbox for max(5 min, its timeout); `floor` 300)."""
+    return max(policy.timeout, floor)
 
 
 def extend(life: Life, now: float, timeout: float) -> Life:

@@ -78,13 +78,16 @@ class SandboxManager:
         *,
         clock: Callable[[], float] = time.time,
         max_sandboxes: int | None = None,
+        auto_resume_min_timeout: float = 0.0,
     ) -> None:
-        """`clock` gives epoch seconds (deadlines outlive the process, so not monotonic)."""
+        """`clock` gives epoch seconds (deadlines outlive the process, so not monotonic);
+        `auto_resume_min_timeout`: the least window a resume by traffic starts."""
         self._runtime = runtime
         self._sandboxes_dir = data_dir / "sandboxes"
         self._store = RecordStore(data_dir / "records")
         self._clock = clock
         self._max_sandboxes = max_sandboxes
+        self._auto_resume_floor = auto_resume_min_timeout
         self._records: dict[str, SandboxRecord] = {}
         self._starting = 0
         self._retry_at: dict[str, float] = {}
@@ -183,7 +186,7 @@ class SandboxManager:
         """Make the sandbox run; True when it had to be resumed.
 
         `auto`: a resume caused by traffic, refused (`NotAllowed`) unless the sandbox has
-        auto-resume; its new window is the create-time timeout. Otherwise (`connect`) the
+        auto-resume; its new window is `lifecycle.auto_resume_window`. Otherwise (`connect`) the
         window is `seconds`, and on a running sandbox `seconds` only extends `end_at`.
         """
         while (flight := self._flights.get(sandbox_id)) is not None and flight.kind == "pause":
@@ -196,7 +199,12 @@ class SandboxManager:
                     "Sandbox.connect() resumes it",
                     sandbox_id=sandbox_id,
                 )
-            flight = self._start_resume(record, None if auto else seconds)
+            window = (
+                lifecycle.auto_resume_window(record.life.policy, self._auto_resume_floor)
+                if auto
+                else seconds
+            )
+            flight = self._start_resume(record, window)
         if flight is not None:
             await asyncio.shield(flight.task)
             record = self._live(sandbox_id)
