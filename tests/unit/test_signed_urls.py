@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 from e2b.sandbox.signature import get_signature
 
@@ -27,14 +29,15 @@ LOOKUP = Tokens({"a": "token-of-sandbox-a", "b": TOKEN})
 
 
 def _url(path: str, operation: str, user: str | None, expiration: int | None) -> str:
-    # The SDK's own signing function, so the scheme is checked against E2B's code.
+    # The SDK's own signing function, so the scheme is checked against E2B's code, and its
+    # encoding of the query (a "+" in a signature travels as %2B).
     signature = get_signature(path, operation, user, TOKEN, expiration)  # type: ignore[arg-type]
-    query = f"path={path.replace('/', '%2F')}&signature={signature['signature']}"
+    query = {"path": path, "signature": signature["signature"]}
     if user:
-        query += f"&username={user}"
+        query["username"] = user
     if signature["expiration"] is not None:
-        query += f"&signature_expiration={signature['expiration']}"
-    return f"/files?{query}"
+        query["signature_expiration"] = str(signature["expiration"])
+    return "/files?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
 
 
 def test_a_download_url_names_the_sandbox_whose_token_signed_it() -> None:
@@ -86,3 +89,15 @@ def test_an_expired_or_tampered_signature_is_401() -> None:
 )
 def test_other_requests_are_no_signed_file_urls(method: str, target: str) -> None:
     assert signed_file(method, target) is None
+
+
+def test_a_signature_with_plus_and_slash_survives_query_encoding() -> None:
+    signature = "v1_2xAiS4LpROO/4Cm4f6rVr04k12iJI4Gnf6kYgvgNq+I"  # of expiration 15
+    assert SignedFile("x.txt", "read", "", signature, "15").signed_with(TOKEN)
+    query = urllib.parse.urlencode(
+        {"path": "x.txt", "signature": signature, "signature_expiration": "15"},
+        quote_via=urllib.parse.quote,
+    )
+    grant = signed_file("GET", f"/files?{query}")
+    assert grant is not None
+    assert signed_target(LOOKUP, grant, now=0) == Target("b", AGENT_PORT)
