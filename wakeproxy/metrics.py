@@ -39,7 +39,9 @@ library is imported) and the supervisor's admin listener sums them with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import bisect
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import (
@@ -51,6 +53,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from wakeproxy.collectors import BuildInfo, ProcessGroupCollector
@@ -77,14 +80,23 @@ class Metrics:
     """Every metric of one proxy process, recorded through domain verbs.
 
     Implements the wake engine's `Recorder` and the relay's (`proxy.exchange.Recorder`).
-    Verbs on the request path cost one counter increment and at most one histogram
-    observation; label children are looked up once and kept.
+    Label children are looked up once and kept. `request_finished`, called for every
+    request, only adds to plain numbers (`_Tally`) that are handed to prometheus-client
+    when the registry is collected, so a scrape sees every request answered before it;
+    the client's locks and bucket loop are paid once per scrape, not once per request.
+    With several worker processes (`PROMETHEUS_MULTIPROC_DIR`) the supervisor reads the
+    workers' files and cannot ask them to hand anything over, so there each request is
+    recorded at once.
     """
 
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         registry = self.registry
+        self._tally: _Tally | None = None if _multiprocess() else _Tally()
+        if self._tally is not None:
+            # Registered first, so that it runs before the metrics it hands numbers to.
+            registry.register(_BeforeCollect(self.flush))
         ProcessCollector(registry=registry)
         registry.register(BuildInfo())
         self._requests = Counter(
@@ -200,15 +212,36 @@ class Metrics:
 
     def request_finished(self, kind: str, code: int, seconds: float) -> None:
         """A request was answered (`kind`: "http" or "websocket") after `seconds`."""
-        child = self._request_children.get((kind, code))
-        if child is None:
-            child = self._requests.labels(kind, str(code))
-            self._request_children[(kind, code)] = child
-        child.inc()
+        tally = self._tally
+        if tally is not None and kind == "http":
+            key = (kind, code)
+            codes = tally.codes
+            codes[key] = codes.get(key, 0) + 1
+            tally.buckets[bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
+            tally.seconds += seconds
+            return
+        self._child_for(kind, code).inc()
         if kind == "http":
             self._request_seconds.observe(seconds)
         else:
             self._session_seconds.observe(seconds)
+
+    def flush(self) -> None:
+        """Hand what `request_finished` tallied to the metrics (done before each collect)."""
+        tally = self._tally
+        if tally is None or not tally.codes:
+            return
+        codes, buckets, seconds = tally.take()
+        for (kind, code), count in codes.items():
+            self._child_for(kind, code).inc(count)
+        _observed(self._request_seconds, buckets, seconds)
+
+    def _child_for(self, kind: str, code: int) -> Counter:
+        child = self._request_children.get((kind, code))
+        if child is None:
+            child = self._requests.labels(kind, str(code))
+            self._request_children[(kind, code)] = child
+        return child
 
     def rejected(self, reason: str) -> None:
         self._child(self._rejected, reason).inc()
@@ -284,6 +317,58 @@ class Metrics:
         if child is None:
             child = self._label_children[key] = metric.labels(*values)
         return child
+
+
+class _Tally:
+    """HTTP requests answered since the last flush, as plain numbers: counts per (kind,
+    code), counts per `REQUEST_BUCKETS` bucket (the last is +Inf) and the seconds' sum.
+    Its size is fixed by the codes answered, however long nobody scrapes."""
+
+    __slots__ = ("buckets", "codes", "seconds")
+
+    def __init__(self) -> None:
+        self.codes: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(REQUEST_BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def take(self) -> tuple[dict[tuple[str, int], int], list[int], float]:
+        taken = (self.codes, self.buckets, self.seconds)
+        self.codes, self.buckets, self.seconds = {}, [0] * len(self.buckets), 0.0
+        return taken
+
+
+def _observed(histogram: Histogram, buckets: list[int], seconds: float) -> None:
+    """Add many observations at once: `buckets[i]` of them in bucket i, `seconds` in all.
+
+    prometheus-client has no call for this; its `observe` adds the amount to `_sum` and
+    1 to the first bucket whose bound holds it, and these are the same two steps. The
+    unit tests compare the exposition of this with that of `observe`, value by value.
+    """
+    histogram._sum.inc(seconds)
+    for index, count in enumerate(buckets):
+        if count:
+            histogram._buckets[index].inc(count)
+
+
+class _BeforeCollect:
+    """A collector with no metrics of its own: it calls `hook` whenever the registry is
+    collected (a scrape), before the collectors registered after it."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self._hook = hook
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self._hook()
+        return iter(())
+
+
+def _multiprocess() -> bool:
+    """Whether prometheus-client writes values to files for a multiprocess collector (it
+    decides once, from the environment, as it is imported)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 def multiprocess_registry(

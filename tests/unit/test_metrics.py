@@ -217,3 +217,38 @@ def test_every_dashboard_query_names_only_metrics_wakeproxy_exposes() -> None:
     for expr in exprs:
         for name in re.findall(r"\bwakeproxy_[a-z_]+", expr):
             assert name in exposed, f"{name} in {expr!r}"
+
+
+def test_requests_tallied_between_scrapes_expose_as_if_each_were_observed() -> None:
+    """`request_finished` only adds to plain numbers until a scrape; the scrape must show
+    exactly what prometheus-client's own counter and histogram would, bucket by bucket
+    (bounds themselves, values between them and past the last one included), and what
+    comes after one scrape must add to it in the next."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    durations = [*REQUEST_BUCKETS, 0.0, 0.00003, 0.0003, 0.07, 3.0, 11.0, 99.0]
+    codes = [200, 200, 404, 499, 502, 200, 304]
+    metrics = Metrics()
+    registry = CollectorRegistry()
+    counter = Counter("wakeproxy_requests", "", ["kind", "code"], registry=registry)
+    histogram = Histogram(
+        "wakeproxy_request_duration_seconds", "", buckets=REQUEST_BUCKETS, registry=registry
+    )
+
+    def reference() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    for scrape in range(2):
+        for i, seconds in enumerate(durations):
+            code = codes[(i + scrape) % len(codes)]
+            metrics.request_finished("http", code, seconds)
+            counter.labels("http", str(code)).inc()
+            histogram.observe(seconds)
+        got = samples(metrics)
+        for key, expected in reference().items():
+            assert math.isclose(got[key], expected), key

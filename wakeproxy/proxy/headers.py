@@ -67,11 +67,25 @@ class HeaderView(Mapping[str, str]):
         self._pairs = pairs
 
     def __getitem__(self, key: str) -> str:
+        value = self._find(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        # Mapping.get would go through a raised and caught KeyError for every absent
+        # header, and most lookups on the request path (a token, a no-wake rule's header)
+        # are for headers a request does not have.
+        value = self._find(key)
+        return default if value is None else value
+
+    def _find(self, key: str) -> str | None:
         wanted = key.lower().encode("latin-1")
+        size = len(wanted)
         for name, value in self._pairs:
-            if len(name) == len(wanted) and name.lower() == wanted:
+            if len(name) == size and name.lower() == wanted:
                 return value.decode("latin-1")
-        raise KeyError(key)
+        return None
 
     def __iter__(self) -> Iterator[str]:
         seen: set[bytes] = set()
@@ -132,9 +146,7 @@ class ForwardedRules:
         of X-Forwarded-For that is not one of them."""
         if not self.is_trusted(peer_ip):
             return peer_ip
-        hops = _forwarded_for(
-            [(name.lower(), name, value) for name, value in headers], True, None
-        ).split(b", ")
+        hops = _forwarded_for(headers, True, None).split(b", ")
         for hop in reversed(hops):
             address = hop.decode("latin-1")
             if address and not self.is_trusted(address):
@@ -157,17 +169,33 @@ class ForwardedRules:
         The client's own X-Request-Id is dropped; `request_id` is sent instead.
         """
         trusted = self.is_trusted(peer_ip)
-        lowered = [(name.lower(), name, value) for name, value in headers]
-        kept, names = _kept(lowered, _REQUEST_DROPS[trusted])
-        if b"host" not in names and host:
+        kept = _kept(headers, _REQUEST_DROPS[trusted])
+        has_host = has_proto = has_forwarded_host = False
+        hops: list[bytes] = []
+        for name, _ in kept:
+            # Only the names that decide what is added are compared; most are not.
+            size = len(name)
+            if size == 4:
+                has_host = has_host or name.lower() == b"host"
+            elif size == 17:
+                has_proto = has_proto or name.lower() == b"x-forwarded-proto"
+            elif size == 16:
+                has_forwarded_host = has_forwarded_host or name.lower() == b"x-forwarded-host"
+        if trusted:
+            # Repeated X-Forwarded-For headers form one list, in order (RFC 9110 §5.3).
+            for name, value in headers:
+                if len(name) == 15 and name.lower() == b"x-forwarded-for":
+                    hops.extend(_list_tokens(value))
+        if not has_host and host:
             # HTTP/1.0 clients may omit Host; the upstream still gets the one used.
             kept.insert(0, (b"Host", host))
-        forwarded_for = _forwarded_for(lowered, trusted, peer_ip)
-        if forwarded_for:
-            kept.append((b"X-Forwarded-For", forwarded_for))
-        if b"x-forwarded-proto" not in names:
+        if peer_ip is not None:
+            hops.append(peer_ip.encode())
+        if hops:
+            kept.append((b"X-Forwarded-For", b", ".join(hops)))
+        if not has_proto:
             kept.append((b"X-Forwarded-Proto", scheme))
-        if b"x-forwarded-host" not in names and host:
+        if not has_forwarded_host and host:
             kept.append((b"X-Forwarded-Host", host))
         if request_id is not None:
             kept.append((b"X-Request-Id", request_id))
@@ -176,8 +204,7 @@ class ForwardedRules:
 
 def downstream_response_headers(headers: Headers) -> Headers:
     """The upstream response's headers minus hop-by-hop ones; framing is the caller's."""
-    kept, _ = _kept([(name.lower(), name, value) for name, value in headers], HOP_BY_HOP)
-    return kept
+    return _kept(headers, HOP_BY_HOP)
 
 
 WAIT_HEADER = "Wakeproxy-Wait"
@@ -194,43 +221,48 @@ def wait_headers(held_for: float) -> Headers:
     ]
 
 
-_Lowered = list[tuple[bytes, bytes, bytes]]  # (lower-case name, name, value)
+def _kept(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    """The headers not dropped.
 
-
-def _kept(lowered: _Lowered, drop: frozenset[bytes]) -> tuple[Headers, set[bytes]]:
-    """The headers not dropped, and their lower-case names."""
-    nominated = _connection_tokens(lowered)
-    if nominated:
-        drop = drop | (nominated - _NEVER_NOMINATED)
+    One pass, lowering each name once: a name is dropped when it is in `drop`, starts
+    with ``proxy-``, or is nominated by a Connection header (before or after it). Almost
+    no message nominates anything `drop` does not already hold (``Connection:
+    keep-alive``, ``close``, ``Upgrade``), so the second pass that honours it is rare.
+    """
     kept: Headers = []
-    names: set[bytes] = set()
-    for low, name, value in lowered:
-        if low not in drop and not low.startswith(b"proxy-"):
-            kept.append((name, value))
-            names.add(low)
-    return kept, names
+    tokens: set[bytes] | None = None
+    for pair in headers:
+        low = pair[0].lower()
+        if low in drop:
+            if low == b"connection":
+                if tokens is None:
+                    tokens = set()
+                value = pair[1]
+                if b"," in value:
+                    tokens.update(token.lower() for token in _list_tokens(value))
+                elif value := value.strip():
+                    tokens.add(value.lower())  # the usual one: keep-alive, close, Upgrade
+        elif not low.startswith(b"proxy-"):
+            kept.append(pair)
+    if tokens is None:
+        return kept
+    nominated = tokens - _NEVER_NOMINATED
+    if nominated - drop:
+        kept = [pair for pair in kept if pair[0].lower() not in nominated]
+    return kept
 
 
-def _forwarded_for(incoming: _Lowered, trusted: bool, peer_ip: str | None) -> bytes:
+def _forwarded_for(headers: Headers, trusted: bool, peer_ip: str | None) -> bytes:
     """One X-Forwarded-For value: a trusted proxy's chain plus the peer, else just the peer."""
     hops: list[bytes] = []
     if trusted:
         # Repeated X-Forwarded-For headers form one list, in order (RFC 9110 §5.3).
-        for low, _, value in incoming:
-            if low == b"x-forwarded-for":
+        for name, value in headers:
+            if name.lower() == b"x-forwarded-for":
                 hops.extend(_list_tokens(value))
     if peer_ip is not None:
         hops.append(peer_ip.encode())
     return b", ".join(hops)
-
-
-def _connection_tokens(lowered: _Lowered) -> frozenset[bytes]:
-    """Lower-case header names that the Connection header(s) declare hop-by-hop."""
-    tokens: set[bytes] = set()
-    for low, _, value in lowered:
-        if low == b"connection":
-            tokens.update(token.lower() for token in _list_tokens(value))
-    return frozenset(tokens)
 
 
 def _list_tokens(value: bytes) -> list[bytes]:

@@ -10,6 +10,7 @@ proxy's own and never a copy of a peer's.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from urllib.parse import unquote
 
@@ -177,12 +178,12 @@ def body_due(since: float, received: int, timeout: float, min_rate: int) -> floa
 
 def request_head(method: bytes, target: bytes, headers: Headers, framing: Framing) -> bytes:
     """An HTTP/1.1 request head; the upstream connection is always kept alive."""
-    lines = [b"%s %s HTTP/1.1" % (method, target)]
-    lines.extend([b"%s: %s" % pair for pair in headers])
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    _add_fields(parts, headers)
     if framing is Framing.CHUNKED:
-        lines.append(b"Transfer-Encoding: chunked")
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def response_head(
@@ -194,16 +195,28 @@ def response_head(
     keep_alive: bool,
 ) -> bytes:
     """A response head for a client that spoke HTTP/`version`."""
-    lines = [b"HTTP/%s %d %s" % (version.encode(), status, reason or _REASONS.get(status, b""))]
-    lines.extend([b"%s: %s" % pair for pair in headers])
+    parts = [_status_line(version, status, reason)]
+    _add_fields(parts, headers)
     if framing is Framing.CHUNKED:
-        lines.append(b"Transfer-Encoding: chunked")
+        parts.append(b"Transfer-Encoding: chunked\r\n")
     if not keep_alive:
-        lines.append(b"Connection: close")
+        parts.append(b"Connection: close\r\n")
     elif version == "1.0":
-        lines.append(b"Connection: keep-alive")
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _add_fields(parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> None:
+    # One join over the pieces: no formatted string per header line.
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+
+
+@functools.lru_cache(maxsize=256)  # a few statuses and reasons recur; bounded for odd ones
+def _status_line(version: str, status: int, reason: bytes) -> bytes:
+    said = reason or _REASONS.get(status, b"")
+    return b"HTTP/%s %d %s\r\n" % (version.encode(), status, said)
 
 
 def whole_response(
