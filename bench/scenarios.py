@@ -562,3 +562,31 @@ def websockets(run: Run, procs: Procs) -> Table:
         "echo_ratio": proxied / direct,
     }
     return "\n".join(lines), data
+
+
+def tracing(run: Run, procs: Procs) -> Table:
+    """Scenario 7: the hot path of `wakeproxy serve` (1 worker) with tracing off, on with
+    every request sampled, and on with 1 in 100. Spans go with OTLP/HTTP to the nginx
+    origin's `/`, which answers 200 to anything, so the exporter's thread does its whole
+    job (encode, POST) on the proxy's core, as it would next to a collector."""
+    c = run.cores
+    origin, _ = start_origin(procs, run.workdir, c.upstream)
+    host = bench_host(origin)
+    sink = {
+        "WAKEPROXY_TRACING_ENABLED": "true",
+        "WAKEPROXY_TRACING_ENDPOINT": f"http://127.0.0.1:{origin}/",
+    }
+    variants = {
+        "tracing off": {},
+        "tracing on, every request sampled": sink,
+        "tracing on, 1 in 100 sampled": {**sink, "WAKEPROXY_TRACING_SAMPLE_RATIO": "0.01"},
+    }
+    paths = []
+    for index, (label, env) in enumerate(variants.items()):
+        name = f"wakeproxy-tracing-{index}"
+        port, _ = start_wakeproxy(procs, c.proxy, run.build, name=name, env=env)
+        paths.append(
+            Path_(f"wakeproxy serve, 1 worker, {label}", port, host, procs.named[name].pid)
+        )
+    rows = _measure(paths, run, connections=run.connections)
+    return _wrk_table(rows, paths[0].name)

@@ -81,3 +81,23 @@ async def test_with_tracing_off_the_callers_trace_context_passes_through_untouch
     ):
         assert response.status == 200
     assert _seen(upstream, "traceparent") == [TRACEPARENT]
+
+
+async def test_unsampled_requests_export_nothing_and_a_sampled_callers_decision_wins(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    async with otlp_receiver() as received:
+        tracing = TracingSettings(enabled=True, endpoint=received.url, sample_ratio=0.0)
+        async with start_proxy(tracing=tracing) as proxy, aiohttp.ClientSession() as client:
+            for extra in ({}, {"traceparent": TRACEPARENT}):
+                headers = {"Host": host_for(upstream.port), **extra}
+                async with client.get(f"{proxy.url}/count", headers=headers) as response:
+                    assert response.status == 200
+                [sent] = _seen(upstream, "traceparent")
+                if not extra:
+                    # A trace of its own, passed on with its sampled flag off.
+                    assert not sent.startswith(f"00-{TRACE_ID}")
+                    assert int(sent.rsplit("-", 1)[1], 16) & 1 == 0  # the sampled bit
+    # Only the caller's sampled trace was exported.
+    assert {span.trace_id.hex() for span in received.spans} == {TRACE_ID}
+    assert {span.name for span in received.spans} == {"GET", "upstream"}

@@ -54,26 +54,30 @@ class Tracing:
         """The request is about to go upstream to `host:port`: its spans so far, and the
         `traceparent` to send with it."""
         spans = self._begin(request)
-        upstream = self._tracer.start_span(
-            "upstream",
-            context=set_span_in_context(spans.request),
-            kind=SpanKind.CLIENT,
-            attributes={"server.address": host, "server.port": port},
-        )
-        spans.upstream = upstream
+        parent = spans.request
+        if parent.is_recording():
+            parent = spans.upstream = self._tracer.start_span(
+                "upstream",
+                context=set_span_in_context(spans.request),
+                kind=SpanKind.CLIENT,
+                attributes={"server.address": host, "server.port": port},
+            )
+        # Not sampled: the upstream still gets the trace (with the sampled flag off).
         carrier: dict[str, str] = {}
-        self._propagator.inject(carrier, context=set_span_in_context(upstream))
+        self._propagator.inject(carrier, context=set_span_in_context(parent))
         return spans, carrier["traceparent"].encode("ascii")
 
     def finished(self, request: Traced, spans: object | None, status: int) -> None:
         """The request was answered with `status` (499: the client left)."""
         if not isinstance(spans, Spans):
             spans = self._begin(request)
+        span = spans.request
+        if not span.is_recording():
+            return  # not sampled: nothing to set or export
         end = time.time_ns()
         if spans.upstream is not None:
             spans.upstream.set_attribute("http.response.status_code", status)
             spans.upstream.end(end)
-        span = spans.request
         span.set_attribute("http.response.status_code", status)
         if request.reason is not None:
             span.set_attribute("wakeproxy.reason", request.reason)
@@ -89,6 +93,14 @@ class Tracing:
 
     def _begin(self, request: Traced) -> Spans:
         start = _wall_ns(request.started, time.perf_counter)
+        span = self._tracer.start_span(
+            request.method,
+            context=self._caller(request.headers),
+            kind=SpanKind.SERVER,
+            start_time=start,
+        )
+        if not span.is_recording():
+            return Spans(span)  # not sampled: the rest would be thrown away
         attributes: dict[str, str | int] = {
             "http.request.method": request.method,
             "url.path": request.path,
@@ -99,13 +111,7 @@ class Tracing:
         if request.sandbox_id is not None and request.port is not None:
             attributes["wakeproxy.sandbox_id"] = request.sandbox_id
             attributes["wakeproxy.port"] = request.port
-        span = self._tracer.start_span(
-            request.method,
-            context=self._caller(request.headers),
-            kind=SpanKind.SERVER,
-            start_time=start,
-            attributes=attributes,
-        )
+        span.set_attributes(attributes)
         if request.held_for:
             self._hold(span, request, start)
         return Spans(span)
