@@ -82,9 +82,24 @@ def test_a_missing_directory_is_not_found_and_a_file_is_invalid(tmp_path: Path) 
 
 async def test_next_waits_for_the_next_event(tmp_path: Path) -> None:
     with Watch(WatchOptions(str(tmp_path))) as watch:
+        watch.follow(asyncio.get_running_loop())
         waiting = asyncio.ensure_future(watch.next())
         await asyncio.sleep(0)
         assert not waiting.done()
         (tmp_path / "a.txt").write_text("")
         event = await asyncio.wait_for(waiting, 30)
     assert event == {"name": "a.txt", "type": "EVENT_TYPE_CREATE"}
+
+
+async def test_a_followed_watch_watches_a_new_directory_before_it_is_asked(
+    tmp_path: Path,
+) -> None:
+    with Watch(WatchOptions(str(tmp_path), recursive=True)) as watch:
+        watch.follow(asyncio.get_running_loop())
+        (tmp_path / "made").mkdir()
+        assert await asyncio.wait_for(watch.next(), 30) == {
+            "name": "made",
+            "type": "EVENT_TYPE_CREATE",
+        }
+        (tmp_path / "made" / "f.txt").write_text("x")  # after the loop read the mkdir
+        assert _seen(watch) == [("CREATE", "made/f.txt"), ("WRITE", "made/f.txt")]

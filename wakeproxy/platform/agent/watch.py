@@ -6,14 +6,15 @@ way envd's fsnotify maps them: a file created or moved in is `CREATE`, written `
 deleted `REMOVE`, moved away `RENAME`, its attributes changed `CHMOD`; the event's `name`
 is the path relative to the watched directory (`sub/file.txt`).
 
-Events wait in the kernel's queue (bounded by `fs.inotify.max_queued_events`; an overflow
-is logged and the watch goes on) until they are read: by `next()` for a `WatchDir` stream,
-or by `drain()` for `GetWatcherEvents`, which reads without blocking, so events of a write
-that was answered before the call are in its answer.
+A followed watch reads the kernel's queue as events arrive (an overflow of the kernel queue
+is logged and the watch goes on) and keeps them until they are taken: by `next()` for a
+`WatchDir` stream, or by `drain()` for `GetWatcherEvents`, which first reads what the
+kernel holds, so the events of a write that was answered before the call are in its answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -27,6 +28,9 @@ from wakeproxy.platform.agent.errors import RpcError
 from wakeproxy.platform.agent.jsonpb import JsonObject
 
 log = logging.getLogger(__name__)
+
+MAX_PENDING = 10_000
+"""Events a watch keeps for a client that has not taken them; older ones are dropped."""
 
 _WATCHED = Mask.CREATE | Mask.MODIFY | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.ATTRIB
 # Most significant first: a kernel event carries one of these.
@@ -62,7 +66,12 @@ def parse_options(message: JsonObject, path: str) -> WatchOptions:
 
 
 class Watch:
-    """One directory watched; close it (or use `with`) to free the inotify instance."""
+    """One directory watched; close it (or use `with`) to free the inotify instance.
+
+    Once `follow` has registered it with the event loop, kernel events are read as they
+    come (so a directory made under a recursive watch is watched at once, before the next
+    request can write into it) and kept until taken, at most `MAX_PENDING`.
+    """
 
     def __init__(self, options: WatchOptions) -> None:
         self._options = options
@@ -70,6 +79,8 @@ class Watch:
         _check_directory(self._root)
         self._inotify = Inotify(sync_timeout=0)
         self._ready: list[JsonObject] = []
+        self._arrived: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         try:
             self._add_tree(self._root, initial=True)
         except BaseException:
@@ -82,21 +93,43 @@ class Watch:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read events as the kernel queues them, on `loop`."""
+        self._loop = loop
+        self._arrived = asyncio.Event()
+        loop.add_reader(self._inotify.fd, self._pump)
+
     def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._inotify.fd)
+            self._loop = None
         self._inotify.close()
 
     async def next(self) -> JsonObject:
-        """The next reported event as a `FilesystemEvent`, waiting for it."""
+        """The next reported event as a `FilesystemEvent`, waiting for it (needs `follow`)."""
+        assert self._arrived is not None, "follow() first"
         while not self._ready:
-            self._ready.extend(self._report(await self._inotify.get()))
+            self._arrived.clear()
+            self._pump()
+            if not self._ready:
+                await self._arrived.wait()
         return self._ready.pop(0)
 
     def drain(self) -> list[JsonObject]:
         """Every event that happened until now, without waiting."""
+        self._pump()
         found, self._ready = self._ready, []
-        while (event := self._inotify.sync_get()) is not None:
-            found.extend(self._report(event))
         return found
+
+    def _pump(self) -> None:
+        while (event := self._inotify.sync_get()) is not None:
+            self._ready.extend(self._report(event))
+        if len(self._ready) > MAX_PENDING:
+            dropped = len(self._ready) - MAX_PENDING
+            del self._ready[:dropped]
+            log.warning("%d events under %s were dropped: nobody took them", dropped, self._root)
+        if self._ready and self._arrived is not None:
+            self._arrived.set()
 
     def _report(self, event: Event) -> list[JsonObject]:
         if event.mask & Mask.Q_OVERFLOW:

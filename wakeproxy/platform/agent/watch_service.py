@@ -40,6 +40,7 @@ class WatchService:
     async def watch_dir(self, call: Call, message: JsonObject, sender: StreamSender) -> None:
         options = parse_options(message, self._path(call, message))
         with await asyncio.to_thread(Watch, options) as watch:
+            watch.follow(asyncio.get_running_loop())
             await sender.send({"start": {}})
             interval = connect.parse_keepalive(
                 call.headers.get(KEEPALIVE_HEADER), DEFAULT_KEEPALIVE
@@ -61,6 +62,7 @@ class WatchService:
             )
         options = parse_options(message, self._path(call, message))
         watch = await asyncio.to_thread(Watch, options)
+        watch.follow(asyncio.get_running_loop())
         watcher_id = secrets.token_hex(8)
         self._watchers[watcher_id] = watch
         return {"watcherId": watcher_id}
