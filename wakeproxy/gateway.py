@@ -47,6 +47,10 @@ class InFlight:
     def busy(self, sandbox_id: str) -> bool:
         return sandbox_id in self._counts
 
+    def count(self, sandbox_id: str) -> int:
+        """Requests being forwarded to `sandbox_id` now (a connection awaited included)."""
+        return self._counts.get(sandbox_id, 0)
+
 
 class Gateway:
     def __init__(self, coordinator: WakeCoordinator, no_wake: Sequence[NoWakeRule] = ()) -> None:

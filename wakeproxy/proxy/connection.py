@@ -334,6 +334,12 @@ class ClientConnection(asyncio.Protocol):
 
     # -- the connection's own life ---------------------------------------------------------
 
+    def shed(self) -> None:
+        """The shutdown grace is over: a request not answered yet gets 503 with
+        Retry-After and `Connection: close` (its answer is written before the cut)."""
+        if self._queue and not self._closed:
+            self._queue[0].shed()
+
     def close_when_idle(self) -> None:
         """Shutting down: close now if nothing is being answered, else after it."""
         if not self._queue or self._queue[0].finished:
@@ -403,7 +409,7 @@ class ClientConnection(asyncio.Protocol):
         self._body_timer = None
         exchange = self._incoming
         if exchange is not None and self._queue and self._queue[0] is exchange:
-            exchange.body_failed(
+            exchange.give_up(
                 BodyTimeout(
                     f"The request body stopped arriving: less than "
                     f"{services.body_min_rate} bytes per second; send it faster"
@@ -441,7 +447,7 @@ class ClientConnection(asyncio.Protocol):
         incoming = self._incoming
         if queue and queue[0] is incoming and incoming is not None:
             # Its body went wrong (a chunk, a trailer): it answers, if it still can.
-            incoming.body_failed(error)
+            incoming.give_up(error)
             return
         self._services.recorder.rejected(error.reason)
         self._services.recorder.request_finished("http", status or error.status, 0.0)
@@ -527,8 +533,8 @@ class Listener:
             self._emptied.set()
 
     async def drain(self, grace: float) -> None:
-        """Close idle connections now, busy ones after their answer, and cut whatever is
-        still open after `grace` seconds."""
+        """Close idle connections now, busy ones after their answer; when `grace` seconds
+        are over, answer what is still waiting 503 and cut whatever else is open."""
         self.closing = True
         for tunnel in list(self.tunnels):
             tunnel.close(GOING_AWAY)
@@ -539,5 +545,7 @@ class Listener:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self._emptied.wait()
+        for conn in list(self.connections):
+            conn.shed()
         for conn in list(self.connections):
             conn.abort()

@@ -32,6 +32,7 @@ from wakeproxy.errors import (
     NoSandboxNamed,
     PortNotOpen,
     ProxyError,
+    ShuttingDown,
     UpstreamBusy,
     UpstreamClosed,
     UpstreamTimeout,
@@ -302,10 +303,11 @@ class Exchange:
             else:
                 link.transport.resume_reading()
 
-    def body_failed(self, error: ProxyError) -> None:
-        """The request body cannot go on (malformed, or too slow): `error` is the answer
-        if nothing was answered yet, else the connection ends (where the next request
-        would start is unknown)."""
+    def give_up(self, error: ProxyError) -> None:
+        """This exchange cannot go on (its body is malformed or too slow, the proxy
+        stops): `error` is the answer if nothing was answered yet, else the answer is
+        cut; either way the connection then closes (where the next request would start
+        is unknown)."""
         self.keep_alive = False
         if self._finished:
             self._release()
@@ -322,6 +324,18 @@ class Exchange:
         if self._target is not None and error.sandbox_id is None:
             error.sandbox_id = self._target.sandbox_id
         self._reject(error)
+
+    def shed(self) -> None:
+        """The proxy stops: 503 if nothing was answered yet (the sandbox may still be
+        waking, or a connection to it be awaited), else the answer is cut."""
+        if self._finished:
+            return
+        self.give_up(
+            ShuttingDown(
+                "wakeproxy is shutting down before this request could be answered; "
+                "send it again in a moment"
+            )
+        )
 
     @property
     def finished(self) -> bool:
