@@ -90,7 +90,7 @@ async def test_sigterm_lets_in_flight_requests_finish_and_stops_accepting(
     assert upstream.cancelled == 0
 
 
-async def test_sigterm_cuts_requests_that_outlive_the_grace_period(
+async def test_sigterm_answers_503_to_requests_that_outlive_the_grace_unanswered(
     proxy_process: SpawnProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
     config = tmp_path / "grace.toml"
@@ -103,9 +103,31 @@ async def test_sigterm_cuts_requests_that_outlive_the_grace_period(
         await upstream.wait_until(lambda: upstream.slow_started == 1)
         proxy.signal(signal.SIGTERM)
         assert await proxy.exited(within=15) == 0
-        with pytest.raises(aiohttp.ClientError):
-            await in_flight
+        async with await in_flight as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"]
+            assert (await response.json())["reason"] == "shutting_down"
     await upstream.wait_until(lambda: upstream.cancelled == 1)
+
+
+async def test_sigterm_cuts_answers_that_outlive_the_grace_period(
+    proxy_process: SpawnProxy, upstream: Upstream, tmp_path: Path
+) -> None:
+    config = tmp_path / "grace.toml"
+    config.write_text("[proxy]\nshutdown_grace = 0.5\n")
+    proxy = proxy_process("--config", str(config))
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(
+            f"{proxy.url}/sse?step=1&n=2", headers={"Host": host_for(upstream.port)}
+        ) as stream,
+    ):
+        assert stream.status == 200
+        await upstream.wait_until(lambda: upstream.sse_sent == 1)
+        proxy.signal(signal.SIGTERM)
+        assert await proxy.exited(within=15) == 0
+        with pytest.raises(aiohttp.ClientError):
+            await stream.read()  # cut, never passed off as a whole answer
 
 
 async def test_workers_share_one_port_and_stop_together(
