@@ -52,7 +52,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[cliflags.Flag]]]:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     made: dict[str, list[cliflags.Flag]] = {}
     helps = {
-        "serve": "run the proxy against a backend (static or http)",
+        "serve": "run the proxy against a backend (static, http or docker)",
         "up": "run the proxy with the embedded sandbox platform and its E2B-compatible API",
         "serve-api": "run the embedded platform and its API alone, for proxy replicas",
     }

@@ -28,6 +28,7 @@ SHORT_NAMES: Final[Mapping[str, str]] = {
     "proxy.workers": "--workers",
     "backend.kind": "--backend",
     "backend.static_host": "--static-host",
+    "backend.docker_host": "--docker-host",
     "state.redis_url": "--redis-url",
     "platform.api_listen": "--api-listen",
     "platform.data_dir": "--data-dir",

@@ -104,6 +104,23 @@ class BackendConfig:
     """`http`: seconds a lookup, port or activity call may take before it counts as failed."""
     resume_timeout: float = 60.0
     """`http`: seconds a resume may take (it waits out a pause in progress)."""
+    docker_host: str = ""
+    """`docker`: the engine, `unix:///var/run/docker.sock`, `tcp://host:2376` or
+    `https://host:2376`; empty: $DOCKER_HOST, else the local socket. Flag --docker-host."""
+    docker_tls_ca: str = ""
+    """`docker`: CA file the engine's certificate is checked against (turns TLS on)."""
+    docker_tls_cert: str = ""
+    """`docker`: client certificate file for an engine run with --tlsverify."""
+    docker_tls_key: str = ""
+    """`docker`: the client certificate's key file."""
+    docker_network: str = ""
+    """`docker`: the network whose container addresses the proxy dials (a container's
+    `wakeproxy.network` label wins); empty: each container's first network."""
+    docker_published: bool = False
+    """`docker`: dial the host ports the engine publishes (`-p`) instead of container
+    addresses, e.g. for an engine on another machine."""
+    docker_stop_timeout: float = 10.0
+    """`docker`: seconds a container that sleeps stopped gets to exit before it is killed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +294,17 @@ def _http_url(value: str) -> str | None:
     return None
 
 
+def _docker_host(value: str) -> str | None:
+    # Imported here: the module loads aiohttp, which light commands must not wait for.
+    from wakeproxy.backends.docker.engine import EngineAddress
+
+    try:
+        EngineAddress.parse(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _redis_url(value: str) -> str | None:
     # Imported here: the module loads redis-py, which light commands must not wait for.
     from wakeproxy.state.urls import parse_redis_url
@@ -312,11 +340,13 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "proxy.websocket_max_message": _at_least(1),
         "admin.listen": _host_port,
         # Grows as backend drivers land, so a kind nothing implements fails at load time.
-        "backend.kind": _one_of("static", "local", "http"),
+        "backend.kind": _one_of("static", "local", "http", "docker"),
         "backend.static_host": _host,
         "backend.url": lambda value: _http_url(value) if value else None,
         "backend.request_timeout": _above(0),
         "backend.resume_timeout": _above(0),
+        "backend.docker_host": lambda value: _docker_host(value) if value else None,
+        "backend.docker_stop_timeout": _at_least(0),
         "platform.api_listen": _host_port,
         "platform.domain": lambda value: _domain(value) if value else None,
         "platform.max_sandboxes": _at_least(1),
@@ -352,6 +382,8 @@ def _contradictions(config: Config) -> list[tuple[str, str]]:
         problems.append(("tls.key_file", "set tls.cert_file and tls.key_file together"))
     if tls.sni and not tls.cert_file:
         problems.append(("tls.sni", "SNI certificates need a default tls.cert_file"))
+    if config.backend.docker_tls_key and not config.backend.docker_tls_cert:
+        problems.append(("backend.docker_tls_key", "a key without docker_tls_cert is unused"))
     return problems
 
 

@@ -186,7 +186,7 @@ ENV_ERRORS = [
     ("PROXY_DOMAINS", "http://x.example", "proxy.domains", "domain name"),
     ("LOG_LEVEL", "verbose", "log.level", "one of debug, info, warning, error"),
     ("LOG_FORMAT", "xml", "log.format", "one of json, text"),
-    ("BACKEND_KIND", "docker", "backend.kind", "one of static"),
+    ("BACKEND_KIND", "podman", "backend.kind", "one of static"),
     ("BACKEND_STATIC_HOST", "not a host", "backend.static_host", "host name or IP address"),
 ]
 

@@ -533,6 +533,19 @@ def test_a_navigation_is_held_briefly_then_gets_the_waiting_page() -> None:
     assert m.held == 1  # API clients keep waiting
 
 
+def test_the_port_of_a_waiting_page_is_probed_after_the_resume_and_waited_for() -> None:
+    m, _ = waking_machine()
+    m.handle(arrive(1, 0.0, navigation=True), 0.0)
+    m.handle(HoldExpired(1), 2.0)
+    woke = info(S.RUNNING, version=2)
+    # Nobody is held, but the page reloads: its port is probed before the sandbox counts
+    # as running, and a request meanwhile (the reload) is held until the port accepts.
+    assert m.handle(ResumeSucceeded(woke), 3.0) == [ProbePort(PORT, woke)]
+    assert m.handle(arrive(2, 3.5), 3.5) == [Hold(2, 63.5, joined=True)]
+    assert m.handle(PortReady(PORT), 4.0) == [Forward(2, woke, waited=True), Cache(woke, 9.0)]
+    assert m.phase is Phase.RUNNING
+
+
 def test_a_navigation_is_never_held_past_its_hold_deadline() -> None:
     m, _ = waking_machine(1)
     short = RequestArrived(2, PORT, deadline=1.0, navigation=True)

@@ -159,3 +159,29 @@ class SharedWakes(Protocol):
         """True when this replica's last wake of the sandbox waited for another's resume
         (so this replica must not count it as a resume it started)."""
         ...
+
+
+class TurnStore(Protocol):
+    """What a backend that enforces timeouts itself needs of the replicas' shared state
+    (a `wakeproxy.state.shared.StateStore` has it): whose turn it is, and when the cluster
+    last served a sandbox."""
+
+    @property
+    def shared(self) -> bool: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def acquire(self, name: str, ttl: float) -> object | None:
+        """A lease on `name` for `ttl` seconds, or None when another replica holds it."""
+        ...
+
+    async def last_activity(self, sandbox_id: str) -> float | None: ...
+
+
+@runtime_checkable
+class KeepsTimeouts(Protocol):
+    """A backend with no control plane of its own to time sandboxes out (the docker
+    backend): the proxies do it, taking turns through the store they share."""
+
+    def keep_timeouts(self, store: TurnStore) -> None: ...

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from wakeproxy.backends.base import (
     Backend,
+    KeepsTimeouts,
     SandboxInfo,
     SandboxState,
     StateListener,
@@ -157,6 +158,8 @@ class SharedBackend:
         store.watch_health(self._on_health)
         if isinstance(backend, Watchable):
             backend.watch(self._on_backend_change)
+        if isinstance(backend, KeepsTimeouts):
+            backend.keep_timeouts(store)
 
     # -- the Backend contract ---------------------------------------------------------------
 

@@ -106,6 +106,10 @@ class SandboxMachine:
         self._held: dict[int, _Held] = {}
         self._probing: set[int] = set()  # READYING: ports still being probed
         self._ready: set[int] = set()  # READYING: ports that accepted a connect
+        # Ports of navigations sent the waiting page during this wake: the page reloads once
+        # the wake is over, so the port is probed as if its request were still held (a
+        # server that starts slowly, e.g. a container started again, is waited for).
+        self._awaited: set[int] = set()
         self._trigger: int | None = None  # the request whose arrival started this wake
         self._total_held = 0  # during `handle`: requests held for wakes by every machine
 
@@ -256,6 +260,7 @@ class SandboxMachine:
             return []
         triggered, waited = rid == self._trigger, self.phase in WAKE_PHASES
         if held.navigation:
+            self._awaited.add(held.port)
             text = f"Sandbox {self.sandbox_id} is waking up"
             return [ServeWaitingPage(rid, text, triggered, waited)]
         if self.phase is LOOKING_UP:
@@ -351,7 +356,7 @@ class SandboxMachine:
 
     def _woke(self, now: float) -> list[Decision]:
         """The sandbox runs again: probe every port a held request wants."""
-        ports = {held.port for held in self._held.values()}
+        ports = {held.port for held in self._held.values()} | self._awaited
         if not ports:
             return self._release_all(now)
         self.phase = READYING
@@ -422,7 +427,7 @@ class SandboxMachine:
 
     def _reset(self, phase: Phase) -> None:
         self.phase = phase
-        self._probing, self._ready = set(), set()
+        self._probing, self._ready, self._awaited = set(), set(), set()
         self._trigger = None
 
     def _forward(self, rid: int) -> Forward:
