@@ -185,6 +185,21 @@ async def test_a_follower_is_released_by_the_leaders_notice_without_calling_the_
     assert backend.total_resumes == 0
 
 
+async def test_a_replica_that_gets_the_lease_after_the_wake_ended_follows_it(
+    store: FlakyStore, backend: FakeBackend, replica: Make
+) -> None:
+    backend.add("a", S.PAUSED)
+    late = replica()
+    await late.get("a")
+    # Another replica resumed it and released the lease before this one asked for it; its
+    # notice is still on the way (written under this replica's origin, which it skips).
+    await store.write(running_at(5), late.origin, announce=True)
+    woken = await asyncio.wait_for(late.resume("a"), GUARD)
+    assert (woken.state, woken.version) == (S.RUNNING, 5)
+    assert backend.total_resumes == 0
+    assert late.followed("a")  # not counted as a wake this replica made
+
+
 async def test_a_failed_wake_fails_every_replica_waiting_for_it(
     backend: FakeBackend, replica: Make
 ) -> None:

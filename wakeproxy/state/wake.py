@@ -191,6 +191,8 @@ class LeasedWake:
         try:
             with contextlib.suppress(StoreUnavailable):
                 if (info := woken(await self._store.read(sandbox_id), asleep_at)) is not None:
+                    # Another replica's wake ended just before this one got the lease.
+                    self.followed.add(sandbox_id)
                     return info
             try:
                 info = await self._resume(sandbox_id)
