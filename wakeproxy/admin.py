@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from wakeproxy.discovery import TargetSource
+from wakeproxy.errors import ProxyError
 from wakeproxy.server import Listening, serving_app
 
 # The classic text format, which every Prometheus reads; wakeproxy's metric and label
@@ -16,8 +18,6 @@ _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Returns a mapping of part name → "ok" | "degraded" | "down" | "disabled".
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
-# Returns Prometheus HTTP service discovery target groups (`wakeproxy.discovery`).
-TargetSource = Callable[[], list[dict[str, object]]]
 
 
 def build_admin_app(
@@ -55,7 +55,11 @@ def build_admin_app(
         listed = targets
 
         async def sandboxes(request: web.Request) -> web.Response:
-            return web.json_response(listed())
+            try:
+                groups = await listed()
+            except ProxyError as exc:  # Prometheus keeps the targets it had meanwhile
+                return web.json_response({"error": exc.message}, status=503)
+            return web.json_response(groups)
 
         app.router.add_get("/sd/sandboxes", sandboxes)
     return app

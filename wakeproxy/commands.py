@@ -17,6 +17,7 @@ from wakeproxy.admin import running_admin
 from wakeproxy.backends.base import Backend
 from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config
+from wakeproxy.discovery import targets_of
 from wakeproxy.loops import loop_factory
 from wakeproxy.metrics import Metrics
 from wakeproxy.readiness import Readiness, backend_check
@@ -64,7 +65,8 @@ async def _serve_with(
     readiness.report("proxy", "down")  # until it listens
     readiness.check("backend", backend_check(backend))
     report_health(store, readiness.report)
-    async with running_admin(config.admin.listen, readiness, metrics.registry):
+    targets = targets_of(backend, config.proxy.domains[0])
+    async with running_admin(config.admin.listen, readiness, metrics.registry, targets):
         await serve_until_signalled(
             config,
             backend,

@@ -9,14 +9,16 @@ that declares one as a target in the `http_sd_configs` format
 wildcard DNS for the domain). A sandbox that pauses leaves the list at Prometheus' next
 refresh and its series end (stale), instead of its scrapes waking it every interval or
 reading as down; it comes back once something else wakes it. Listing reads the platform's
-records only: it never wakes, looks up or touches a sandbox. Pure: no I/O here.
+records only: it never wakes, looks up or touches a sandbox. Behind a remote control plane
+(`serve --backend http`) the list comes from its E2B list, `GET /v2/sandboxes?state=running`
+(`Listable`), which is as passive. Pure apart from `targets_of`'s call of that list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 METRICS_PORT_KEY: Final = "prometheus.io/port"
 METRICS_PATH_KEY: Final = "prometheus.io/path"
@@ -31,6 +33,29 @@ class Discovered:
     template_id: str
     running: bool
     metadata: Mapping[str, str]
+
+
+@runtime_checkable
+class Listable(Protocol):
+    """A backend that can list its running sandboxes without touching them."""
+
+    async def running(self) -> list[Discovered]: ...
+
+
+TargetSource = Callable[[], Awaitable[list[dict[str, object]]]]
+"""What the admin listener's `/sd/sandboxes` serves."""
+
+
+def targets_of(backend: object, domain: str) -> TargetSource | None:
+    """The target source of a backend that can list its sandboxes, None for one that cannot."""
+    if not isinstance(backend, Listable):
+        return None
+    listable = backend
+
+    async def listed() -> list[dict[str, object]]:
+        return scrape_targets(await listable.running(), domain)
+
+    return listed
 
 
 def metrics_endpoint(metadata: Mapping[str, str]) -> tuple[int, str] | None:

@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from wakeproxy.admin import TargetSource, running_admin
+from wakeproxy.admin import running_admin
 from wakeproxy.backends.base import SandboxState
 from wakeproxy.config import Config
-from wakeproxy.discovery import Discovered, scrape_targets
+from wakeproxy.discovery import Discovered, TargetSource, scrape_targets
 from wakeproxy.errors import ConfigError
 from wakeproxy.metrics import Metrics
 from wakeproxy.platform.api.app import build_api
@@ -143,7 +143,7 @@ async def sandbox_manager(config: Config) -> AsyncIterator[tuple[SandboxManager,
 def _targets(manager: SandboxManager, domain: str) -> TargetSource:
     """The running sandboxes' declared exporters, read from the records (no sandbox woken)."""
 
-    def listed() -> list[dict[str, object]]:
+    async def listed() -> list[dict[str, object]]:
         return scrape_targets(
             (
                 Discovered(

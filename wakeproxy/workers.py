@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from wakeproxy.admin import running_admin
 from wakeproxy.backends.factory import opened_backend
 from wakeproxy.config import Config
+from wakeproxy.discovery import targets_of
 from wakeproxy.metrics import multiprocess_registry
 from wakeproxy.readiness import Readiness, backend_check
 from wakeproxy.server import split_listen
@@ -70,7 +71,12 @@ class Supervisor:
         try:
             async with (
                 opened_backend(self._config.backend) as backend,
-                running_admin(self._config.admin.listen, readiness, registry) as admin,
+                running_admin(
+                    self._config.admin.listen,
+                    readiness,
+                    registry,
+                    targets_of(backend, self._config.proxy.domains[0]),
+                ) as admin,
             ):
                 readiness.check("backend", backend_check(backend))
                 keepers = [

@@ -17,8 +17,11 @@ from fakes_runtime import FakeRuntime
 from support import free_port
 from upstream import Upstream
 
+from wakeproxy.admin import build_admin_app
+from wakeproxy.backends import http as http_backend
 from wakeproxy.backends.base import AGENT_PORT, Lifecycle, SandboxState
 from wakeproxy.backends.http import HttpBackend, info_from_detail, upstream_from_json
+from wakeproxy.discovery import targets_of
 from wakeproxy.errors import Conflict, NotAllowed, NotFound, Unavailable
 from wakeproxy.platform.api.app import build_api
 from wakeproxy.platform.api.wire import ApiSettings
@@ -275,3 +278,44 @@ async def test_a_control_plane_without_an_event_stream_is_only_asked() -> None:
         follower = remote._events
         assert follower is not None
         await asyncio.wait_for(follower, 5)  # it stops following, it does not retry forever
+
+
+async def test_running_sandboxes_are_listed_page_by_page_for_service_discovery(
+    plane: Plane, backend: HttpBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_backend, "_LIST_PAGE", 1)  # every sandbox its own page
+    exporter = {"prometheus.io/port": "9100"}
+    scraped = await plane.create(metadata=exporter)
+    quiet = await plane.create(metadata={"team": "a"})
+    paused = await plane.create(metadata=exporter)
+    await plane.manager.pause(paused)
+    running = await backend.running()
+    assert {(d.sandbox_id, d.running) for d in running} == {(scraped, True), (quiet, True)}
+    assert {d.sandbox_id: dict(d.metadata) for d in running}[scraped] == exporter
+    source = targets_of(backend, "localhost")
+    assert source is not None
+    async with (
+        serving_app(build_admin_app(_ready, targets=source), "127.0.0.1:0") as admin,
+        plane.session.get(f"{admin.url}/sd/sandboxes") as reply,
+    ):
+        assert reply.status == 200
+        [group] = await reply.json()
+    assert group["targets"] == [f"9100-{scraped}.localhost"]
+    assert group["labels"]["sandbox_id"] == scraped
+
+
+async def test_discovery_behind_a_control_plane_that_is_down_is_503_not_an_empty_list() -> None:
+    async with HttpBackend(f"http://127.0.0.1:{free_port()}") as backend:
+        source = targets_of(backend, "localhost")
+        assert source is not None
+        async with (
+            serving_app(build_admin_app(_ready, targets=source), "127.0.0.1:0") as admin,
+            aiohttp.ClientSession() as client,
+            client.get(f"{admin.url}/sd/sandboxes") as reply,
+        ):
+            assert reply.status == 503  # Prometheus keeps the targets it had
+            assert "did not answer" in (await reply.json())["error"]
+
+
+async def _ready() -> dict[str, str]:
+    return {}

@@ -40,6 +40,7 @@ from wakeproxy.backends.base import (
     StateListener,
     Upstream,
 )
+from wakeproxy.discovery import Discovered
 from wakeproxy.errors import (
     BackendError,
     Conflict,
@@ -58,6 +59,8 @@ _RECONNECT_FIRST: Final = 0.1
 _RECONNECT_MOST: Final = 5.0
 _STATES: Final = {state.value: state for state in SandboxState}
 _BROKER_TIMEOUT: Final = 5.0
+_LIST_PAGE = 100  # sandboxes per page of the list, E2B's most
+_MAX_LIST_PAGES: Final = 100  # a bound on one discovery refresh
 
 
 class HttpBackend:
@@ -128,6 +131,26 @@ class HttpBackend:
         _raise_for(status, body, sandbox_id, "locating a port of")
         return _parsed(lambda sid, data: upstream_from_json(sid, port, data), sandbox_id, body)
 
+    async def running(self) -> list[Discovered]:
+        """Every running sandbox, from the control plane's E2B list (`GET /v2/sandboxes`,
+        paged by `x-next-token`), for Prometheus service discovery; touches none."""
+        found: list[Discovered] = []
+        token = ""
+        for _ in range(_MAX_LIST_PAGES):
+            query = {"state": "running", "limit": str(_LIST_PAGE)}
+            if token:
+                query["nextToken"] = token
+            status, body, token = await self._list_page(query)
+            _raise_for(status, body, None, "listing")
+            try:
+                found.extend(_listed(body))
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                raise Unavailable(f"the control plane's list is malformed ({reason})") from exc
+            if not token:
+                break
+        return found
+
     async def touch(self, activity: Mapping[str, float]) -> None:
         status, body = await self._call(
             "POST", "/wakeproxy/activity", json={"activity": dict(activity)}
@@ -188,6 +211,17 @@ class HttpBackend:
 
     # -- HTTP -------------------------------------------------------------------------------
 
+    async def _list_page(self, query: Mapping[str, str]) -> tuple[int, Any, str]:
+        if self._session is None:
+            raise Unavailable("the http backend is not started")
+        try:
+            async with self._session.get(self._base + "/v2/sandboxes", params=query) as response:
+                raw = await response.read()
+                return response.status, _json(raw), response.headers.get("x-next-token", "")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.info("the control plane did not answer its list: %r", exc)
+            raise Unavailable(f"the control plane did not answer ({_why(exc)})") from exc
+
     async def _call(
         self,
         method: str,
@@ -225,6 +259,18 @@ def _why(exc: BaseException) -> str:
 
 
 # -- the wire format (pure) -----------------------------------------------------------------
+
+
+def _listed(body: Any) -> list[Discovered]:
+    """E2B's list items: `sandboxID`, `templateID`, `metadata` (KeyError, TypeError when
+    malformed)."""
+    return [
+        Discovered(
+            str(item["sandboxID"]), str(item.get("templateID", "")), True,
+            {str(k): str(v) for k, v in (item.get("metadata") or {}).items()},
+        )
+        for item in body
+    ]  # fmt: skip
 
 
 def info_from_detail(sandbox_id: str, body: Mapping[str, Any]) -> SandboxInfo:
