@@ -117,3 +117,8 @@ async def test_a_sandbox_whose_process_is_killed_is_not_found_logged_counted_and
     await until(lambda: not record_path.exists(), "its record to be removed")
     assert (await bystander.commands.run("echo still here")).stdout == "still here\n"
     await bystander.kill()
+    created = {e["sandbox_id"] for e in log_events(platform, "create")}
+    assert created == {victim.sandbox_id, bystander.sandbox_id}
+    await until(lambda: len(log_events(platform, "kill")) == 2, "both kills to be logged")
+    kills = {e["sandbox_id"]: e["trigger"] for e in log_events(platform, "kill")}
+    assert kills == {victim.sandbox_id: "exit", bystander.sandbox_id: "api"}

@@ -17,6 +17,7 @@ or signature, 404 for a missing file, 507 when the disk is full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import mimetypes
 import os
@@ -252,18 +253,29 @@ def _written(path: str, given: dict[str, str]) -> dict[str, object]:
 
 async def _write_file(path: str, chunks: AsyncIterator[bytes], given: dict[str, str]) -> None:
     """Create or truncate `path` (and its missing parent directories), stream into it, and
-    make `given` its whole metadata."""
+    make `given` its whole metadata. A write that fails (a full disk: 507) removes what it
+    wrote: no partial file stays."""
     file = await asyncio.to_thread(_create, path)
-    metadata.replace(path, given)
-    with file:
+    try:
         try:
+            metadata.replace(path, given)
             async for chunk in chunks:
                 file.write(chunk)
-            file.flush()
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise FilesError(507, _NO_SPACE) from None
-            raise FilesError(500, f"error writing file: {exc}") from None
+        finally:
+            file.close()  # flushes: a full disk may show only here
+    except OSError as exc:
+        _remove_partial(path)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise FilesError(507, _NO_SPACE) from None
+        raise FilesError(500, f"error writing file: {exc}") from None
+    except BaseException:  # bad metadata, or the request was cancelled mid-body
+        _remove_partial(path)
+        raise
+
+
+def _remove_partial(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _create(path: str) -> BinaryIO:

@@ -23,7 +23,8 @@ every state change.
 
 An unknown or killed sandbox is 404 everywhere. Errors are `{"code", "message"}` (the
 SDKs' generated clients fail to parse an error body without both): 400 malformed,
-401 API key, 404, 409 wrong state, 429 sandbox limit, 503 runtime failure, 500 else.
+401 API key, 404, 409 wrong state, 429 sandbox limit, 503 runtime failure, 507 the data
+dir is full (what E2B answers for a full disk; nothing was changed), 500 else.
 The API key travels in `X-API-KEY`; without a configured key every key is accepted.
 """
 
@@ -66,6 +67,7 @@ from wakeproxy.platform.control.lifecycle import (
     InvalidLifecycle,
 )
 from wakeproxy.platform.control.manager import SandboxManager
+from wakeproxy.platform.control.records import NoSpace
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotAllowed, 409),
     (Conflict, 409),
     (LimitExceeded, 429),
+    (NoSpace, 507),
     (Unavailable, 503),
 )
 

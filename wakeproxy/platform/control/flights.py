@@ -12,6 +12,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from wakeproxy.errors import WakeproxyError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -66,8 +68,12 @@ class Flights(Generic[T]):
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, WakeproxyError):  # an outcome the code foresaw, said in words
             log.warning("sandbox operation failed: %s", exc)
+        else:  # a defect: logged at once, with where it happened
+            log.error("sandbox operation failed unexpectedly", exc_info=exc)
 
 
 async def settle(flight: Flight[Any]) -> None:

@@ -43,14 +43,25 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from wakeproxy.backends.base import AGENT_PORT, SandboxInfo, SandboxState
 from wakeproxy.errors import LimitExceeded, NotAllowed, NotFound, Unavailable
 from wakeproxy.platform.contracts import ExitListener, Runtime, SandboxExit, SandboxUnsupported
 from wakeproxy.platform.control import events, lifecycle
+from wakeproxy.platform.control.events import Trigger
 from wakeproxy.platform.control.flights import Flight, Flights, settle
+from wakeproxy.platform.control.ledger import Ledger
 from wakeproxy.platform.control.lifecycle import Event, IllegalTransition
-from wakeproxy.platform.control.records import CreateRequest, RecordStore, SandboxRecord, new_record
+from wakeproxy.platform.control.records import (
+    CreateRequest,
+    NoSpace,
+    RecordNotWritten,
+    RecordStore,
+    SandboxRecord,
+    new_record,
+    no_space,
+)
 from wakeproxy.platform.control.timer import DeadlineTimer
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,9 @@ __all__ = ["CreateRequest", "SandboxManager", "Subscriber"]
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 20
 _RETRY_SECONDS = 5.0  # before an overdue sandbox that failed to pause is paused again
+# A create needs room for its record, its logs and what its first processes write; with
+# less than this free in the data dir it is refused at once (507) rather than half-made.
+_CREATE_MIN_FREE = 1024 * 1024
 # A sandbox whose timeout fires while requests to it are in flight is paused once they
 # are answered (checked this often), but no later than the grace period after its
 # deadline: a long stream or never-ending traffic must not cancel the timeout. What is
@@ -85,6 +99,7 @@ class SandboxManager:
         self._runtime = runtime
         self._sandboxes_dir = data_dir / "sandboxes"
         self._store = RecordStore(data_dir / "records")
+        self._ledger = Ledger(self._store)
         self._clock = clock
         self._max_sandboxes = max_sandboxes
         self._auto_resume_floor = auto_resume_min_timeout
@@ -160,6 +175,12 @@ class SandboxManager:
         limit = self._max_sandboxes
         if limit is not None and len(self._records) + self._starting >= limit:
             raise LimitExceeded(f"at most {limit} sandboxes may exist at once")
+        free = shutil.disk_usage(self._sandboxes_dir).free
+        if free < _CREATE_MIN_FREE:
+            raise NoSpace(
+                f"not enough disk space to create a sandbox: the platform's data dir has "
+                f"{free // 1024} KiB free; free space (or kill sandboxes) and retry"
+            )
         sandbox_id = self._new_id()
         record = new_record(request, sandbox_id, self._sandboxes_dir / sandbox_id, self._clock())
         self._starting += 1
@@ -178,7 +199,7 @@ class SandboxManager:
         record = self._live(sandbox_id)
         if record.state is not SandboxState.RUNNING:
             raise IllegalTransition(record.state, "pause")
-        return await asyncio.shield(self._start_pause(record).task)
+        return await asyncio.shield(self._start_pause(record, "api").task)
 
     async def resume(
         self, sandbox_id: str, *, seconds: float | None = None, auto: bool = False
@@ -204,12 +225,14 @@ class SandboxManager:
                 if auto
                 else seconds
             )
-            flight = self._start_resume(record, window)
+            trigger: Trigger = "traffic" if auto else "api"
+            flight = self._start_resume(record, window, trigger)
         if flight is not None:
             await asyncio.shield(flight.task)
             record = self._live(sandbox_id)
         if seconds is not None and record.state is SandboxState.RUNNING:
-            record = self._change(record, lifecycle.extend(record.life, self._clock(), seconds))
+            life = lifecycle.extend(record.life, self._clock(), seconds)
+            record = self._change(record, life, durable=flight is None)
         return record, flight is not None
 
     def set_timeout(self, sandbox_id: str, seconds: float) -> SandboxRecord:
@@ -227,7 +250,7 @@ class SandboxManager:
             if record is not None:
                 life = lifecycle.touch(record.life, at)
                 if life is not record.life:
-                    self._commit(replace(record, life=life), publish=False)
+                    self._commit(replace(record, life=life), publish=False, durable=False)
 
     async def kill(self, sandbox_id: str) -> None:
         """End the sandbox for good; `NotFound` when there is no such (live) sandbox."""
@@ -248,10 +271,15 @@ class SandboxManager:
     # -- transitions ------------------------------------------------------------------------
 
     async def _start_sandbox(self, record: SandboxRecord) -> SandboxRecord:
+        began = time.monotonic()
         # Recorded before the runtime is asked, so that the next start cleans up after a
-        # crash in between.
-        (record.root / "home").mkdir(parents=True, exist_ok=True)
-        self._store.save(record)
+        # crash in between. A new sandbox never draws on the records' reserve.
+        try:
+            (record.root / "home").mkdir(parents=True, exist_ok=True)
+            self._store.save(record, reserve=False)
+        except (OSError, RecordNotWritten) as exc:
+            await asyncio.to_thread(shutil.rmtree, record.root, ignore_errors=True)
+            raise _start_error(exc) from exc
         try:
             info = await self._runtime.start(record.spec())
         except SandboxUnsupported:
@@ -259,7 +287,7 @@ class SandboxManager:
             raise
         except Exception as exc:
             await self._discard(record, kill=True)
-            raise Unavailable(f"could not start the sandbox: {exc}") from exc
+            raise _start_error(exc) from exc
         for warning in info.warnings:
             log.warning("sandbox %s: %s", record.sandbox_id, warning)
         now = self._clock()
@@ -268,23 +296,34 @@ class SandboxManager:
         if not self._open:  # the platform closed while this one was starting
             await self._discard(started, kill=True)
             raise Unavailable("the sandbox platform is shutting down")
-        self._commit(started)
+        self._commit(started, durable=False)
+        events.logged(
+            "create", record.sandbox_id, time.monotonic() - began, template_id=record.template_id
+        )
         return started
 
     def _start_pause(
-        self, record: SandboxRecord, *, started: bool = False
+        self, record: SandboxRecord, trigger: Trigger, *, started: bool = False
     ) -> Flight[SandboxRecord]:
+        """Raises `RecordNotWritten` (nothing done) when `pausing` cannot be recorded."""
         if not started:
             record = self._move(record, Event.PAUSE_START)
-        work = self._finish(record.sandbox_id, self._runtime.freeze, Event.PAUSE_DONE)
+        work = self._finish(record.sandbox_id, self._runtime.freeze, Event.PAUSE_DONE, trigger)
         return self._flights.fly(record.sandbox_id, "pause", work)
 
     def _start_resume(
-        self, record: SandboxRecord, seconds: float | None, *, started: bool = False
+        self,
+        record: SandboxRecord,
+        seconds: float | None,
+        trigger: Trigger,
+        *,
+        started: bool = False,
     ) -> Flight[SandboxRecord]:
+        """Raises `RecordNotWritten` (nothing done) when `resuming` cannot be recorded."""
         if not started:
             record = self._move(record, Event.RESUME_START)
-        work = self._finish(record.sandbox_id, self._runtime.thaw, Event.RESUME_DONE, seconds)
+        thaw = self._runtime.thaw
+        work = self._finish(record.sandbox_id, thaw, Event.RESUME_DONE, trigger, seconds)
         return self._flights.fly(record.sandbox_id, "resume", work)
 
     async def _finish(
@@ -292,9 +331,12 @@ class SandboxManager:
         sandbox_id: str,
         operation: Callable[[str], Awaitable[None]],
         done: Event,
+        trigger: Trigger,
         seconds: float | None = None,
     ) -> SandboxRecord:
+        began = time.monotonic()
         pausing = done is Event.PAUSE_DONE
+        verb: Literal["pause", "resume"] = "pause" if pausing else "resume"
         try:
             await operation(sandbox_id)
         except Exception as exc:
@@ -302,16 +344,21 @@ class SandboxManager:
                 self._retry_at[sandbox_id] = self._clock() + _RETRY_SECONDS
             if (record := self._records.get(sandbox_id)) is not None:
                 self._move(record, Event.PAUSE_FAILED if pausing else Event.RESUME_FAILED)
-            verb = "pause" if pausing else "resume"
+            events.logged(
+                "failed", sandbox_id, time.monotonic() - began, level=logging.ERROR,
+                what=verb, trigger=trigger, error=str(exc),
+            )  # fmt: skip
             raise Unavailable(
                 f"could not {verb} sandbox {sandbox_id}: {exc}", sandbox_id=sandbox_id
             ) from exc
         record = self._records.get(sandbox_id)
         if record is None:
             raise NotFound(f"The sandbox was not found: {sandbox_id}", sandbox_id=sandbox_id)
-        return self._move(record, done, seconds)
+        moved = self._move(record, done, seconds)
+        events.logged(verb, sandbox_id, time.monotonic() - began, trigger=trigger)
+        return moved
 
-    async def _kill(self, record: SandboxRecord, trigger: str = "api") -> None:
+    async def _kill(self, record: SandboxRecord, trigger: Trigger = "api") -> None:
         await asyncio.shield(self._begin_kill(record, trigger))
 
     def _exited(self, ended: SandboxExit) -> None:
@@ -346,17 +393,23 @@ class SandboxManager:
         if record is not None:
             await self._kill(record, "exit")
 
-    def _begin_kill(self, record: SandboxRecord, trigger: str) -> asyncio.Task[None]:
+    def _begin_kill(self, record: SandboxRecord, trigger: Trigger) -> asyncio.Task[None]:
         # Final from here on: the record leaves the table before the processes go, and
         # its file says `killed` until they are gone.
         killed = replace(record, life=lifecycle.transition(record.life, Event.KILL, now=0.0))
-        self._store.save(killed)
+        try:
+            self._store.save(killed)
+        except RecordNotWritten as exc:
+            # A kill frees space: never refused for want of it. Should the platform stop
+            # before the processes are gone, the next start ends them from the old record.
+            log.warning("killing sandbox %s without recording it first: %s", record.sandbox_id, exc)
         del self._records[record.sandbox_id]
         self._retry_at.pop(record.sandbox_id, None)
+        self._ledger.forget(record.sandbox_id)
         self._notify(killed)
         return self._flights.spawn(self._end_killed(killed, trigger))
 
-    async def _end_killed(self, record: SandboxRecord, trigger: str) -> None:
+    async def _end_killed(self, record: SandboxRecord, trigger: Trigger) -> None:
         began = time.monotonic()
         await self._discard(record, kill=True, strict=True)
         lived = self._clock() - record.started_at
@@ -398,9 +451,9 @@ class SandboxManager:
         else:
             self._records[sandbox_id] = record
             if record.state is SandboxState.PAUSING:
-                self._start_pause(record, started=True)
+                self._start_pause(record, "restart", started=True)
             elif record.state is SandboxState.RESUMING:
-                self._start_resume(record, None, started=True)
+                self._start_resume(record, None, "restart", started=True)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -408,22 +461,30 @@ class SandboxManager:
         """Pause or kill every running sandbox whose time is up; the next deadline."""
         # A scan per wake-up is fine at one machine's scale; the timer never polls.
         now = self._clock()
-        next_at: float | None = None
+        self._ledger.retry(self._records)
+        times = [now + _RETRY_SECONDS] if self._ledger.behind else []
         for record in list(self._records.values()):
             if record.sandbox_id in self._flights:
                 continue
-            retry_at = self._retry_at.get(record.sandbox_id, now)
-            action = lifecycle.due(record.life, now) if retry_at <= now else None
-            if action is not None and self._still_serving(record, now):
-                retry_at = self._retry_at[record.sandbox_id] = now + _BUSY_RECHECK
-                action = None
-            if action is not None:
-                self._expire(record, action)
-                continue
-            at = retry_at if retry_at > now else lifecycle.deadline(record.life)
+            try:
+                at = self._expire_if_due(record, now)
+            except Exception:  # one sandbox's failure must not stop the others' timeouts
+                log.exception("the timeout of sandbox %s failed; retried", record.sandbox_id)
+                at = self._retry_at[record.sandbox_id] = now + _RETRY_SECONDS
             if at is not None:
-                next_at = at if next_at is None else min(next_at, at)
-        return next_at
+                times.append(at)
+        return min(times, default=None)
+
+    def _expire_if_due(self, record: SandboxRecord, now: float) -> float | None:
+        """Act on `record` if its time is up; when to look at it again."""
+        retry_at = self._retry_at.get(record.sandbox_id, now)
+        action = lifecycle.due(record.life, now) if retry_at <= now else None
+        if action is not None and self._still_serving(record, now):
+            retry_at = self._retry_at[record.sandbox_id] = now + _BUSY_RECHECK
+            action = None
+        if action is not None:
+            return self._expire(record, action, now)
+        return retry_at if retry_at > now else lifecycle.deadline(record.life)
 
     def set_busy_check(self, busy: Callable[[str], bool]) -> None:
         """`busy(sandbox_id)`: are requests to it in flight? (the proxy knows)."""
@@ -434,13 +495,28 @@ class SandboxManager:
         deadline = lifecycle.deadline(record.life) or now
         return now - deadline < _BUSY_GRACE and self._busy(record.sandbox_id)
 
-    def _expire(self, record: SandboxRecord, action: lifecycle.OnTimeout) -> None:
-        log.info("sandbox %s timed out: %s", record.sandbox_id, action)
-        self._retry_at.pop(record.sandbox_id, None)
+    def _expire(
+        self, record: SandboxRecord, action: lifecycle.OnTimeout, now: float
+    ) -> float | None:
+        """The timeout: kill, or begin a pause; a pause that cannot be recorded is not
+        begun, and tried again later."""
+        sandbox_id = record.sandbox_id
+        if self._retry_at.pop(sandbox_id, None) is None:
+            late = now - record.life.end_at
+            events.logged("timeout", sandbox_id, now - record.started_at, action=action, late=late)
         if action == "kill":
             self._begin_kill(record, "timeout")
-        else:
-            self._start_pause(record)
+            return None
+        try:
+            self._start_pause(record, "timeout")
+        except RecordNotWritten as exc:
+            events.logged(
+                "failed", sandbox_id, 0.0, level=logging.ERROR, what="pause",
+                trigger="timeout", error=str(exc),
+            )  # fmt: skip
+            self._retry_at[sandbox_id] = now + _RETRY_SECONDS
+            return self._retry_at[sandbox_id]
+        return None
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -448,18 +524,24 @@ class SandboxManager:
         self, record: SandboxRecord, event: Event, seconds: float | None = None
     ) -> SandboxRecord:
         life = lifecycle.transition(record.life, event, now=self._clock(), timeout=seconds)
-        return self._change(record, life)
+        # Write-ahead for the steps about to be taken; the outcomes happened already.
+        durable = event in (Event.PAUSE_START, Event.RESUME_START)
+        return self._change(record, life, durable=durable)
 
-    def _change(self, record: SandboxRecord, life: lifecycle.Life) -> SandboxRecord:
+    def _change(
+        self, record: SandboxRecord, life: lifecycle.Life, *, durable: bool = True
+    ) -> SandboxRecord:
         if life == record.life:
             return record
         changed = replace(record, life=life)
-        self._commit(changed)
+        self._commit(changed, durable=durable)
         return changed
 
-    def _commit(self, record: SandboxRecord, *, publish: bool = True) -> None:
+    def _commit(self, record: SandboxRecord, *, publish: bool = True, durable: bool = True) -> None:
+        """Record, then apply: `durable` raises (and changes nothing) when the record
+        cannot be written; see `ledger`."""
+        self._ledger.write(record, durable=durable)
         self._records[record.sandbox_id] = record
-        self._store.save(record)
         self._timer.wake()
         if publish:
             self._notify(record)
@@ -488,3 +570,15 @@ class SandboxManager:
             candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
             if candidate not in self._records and not (self._sandboxes_dir / candidate).exists():
                 return candidate
+
+
+def _start_error(exc: BaseException) -> Unavailable:
+    """What a create that failed answers: 507 when the disk is full, else 503."""
+    if isinstance(exc, RecordNotWritten):
+        return exc
+    if no_space(exc):
+        return NoSpace(
+            "not enough disk space to start the sandbox: the platform's data dir is full "
+            f"({exc}); free space (or kill sandboxes) and retry"
+        )
+    return Unavailable(f"could not start the sandbox: {exc}")

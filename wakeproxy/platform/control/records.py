@@ -2,15 +2,24 @@
 
 A record holds everything needed to describe a sandbox through the API and to take it
 back after a restart (its `SandboxSpec` inputs and the runtime's `RuntimeInfo`, every
-field of it). Files are
-written whole to a temporary name and renamed over the old one, so a reader (or a
-restarted platform) sees either the previous record or the new one, never a mix. They
-are not fsync'ed: records survive a restart of the process, not a power cut.
+field of it). Files are written whole to a temporary name and renamed over the old one,
+so a reader (or a restarted platform) sees either the previous record or the new one,
+never a mix. They are not fsync'ed: records survive a restart of the process, not a
+power cut.
+
+A full disk must not stop the sandboxes that exist from pausing, resuming and ending:
+the store keeps a reserve (`records.reserve` beside the records folder, space allocated
+up front) and, when a record of an existing sandbox meets ENOSPC, gives back a slice of
+it and writes again. A new sandbox's first record never draws on it (a create on a full
+disk is refused). The reserve is refilled as soon as space is back. A record that still
+cannot be written raises `RecordNotWritten` (`NoSpace` for a full disk), and the
+temporary file is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -21,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from wakeproxy.backends.base import AGENT_PORT, Lifecycle, SandboxInfo, SandboxState
+from wakeproxy.errors import Unavailable
 from wakeproxy.platform.contracts import RuntimeInfo, SandboxSpec
 from wakeproxy.platform.control import lifecycle
 from wakeproxy.platform.control.lifecycle import Life, Policy
@@ -28,6 +38,29 @@ from wakeproxy.platform.control.lifecycle import Life, Policy
 log = logging.getLogger(__name__)
 
 _FORMAT: Final = 1
+RESERVE_BYTES: Final = 256 * 1024
+"""Room for a few hundred record writes on a full disk (a record is 1-2 KiB)."""
+_RESERVE_SLICE: Final = 32 * 1024
+_NO_SPACE_ERRNOS: Final = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RecordNotWritten(Unavailable):
+    """A sandbox record could not be written: the transition that needed it is not done
+    (the API answers 503, the proxy as for any unavailable backend)."""
+
+
+class NoSpace(RecordNotWritten):
+    """The data dir is full (the API answers 507, as E2B does for a full disk)."""
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a full disk or an exhausted quota."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,22 +201,37 @@ class RecordStore:
     """The records folder: `<data dir>/records/<sandbox id>.json`, readable only by us
     (records hold access tokens and environment variables)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, reserve: int = RESERVE_BYTES) -> None:
         self._folder = folder
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.unreadable: list[str] = []
         """Ids (file names) of the records the last `load_all` set aside."""
+        self._reserve = _Reserve(folder.parent / "records.reserve", reserve)
+        self._reserve.refill()
 
-    def save(self, record: SandboxRecord) -> None:
+    def save(self, record: SandboxRecord, *, reserve: bool = True) -> None:
+        """Write `record` whole; on a full disk draw on the reserve when `reserve`.
+        Raises `NoSpace` or `RecordNotWritten`."""
         path = self._path(record.sandbox_id)
-        tmp = path.with_suffix(".tmp")
         data = json.dumps(to_json(record), separators=(",", ":")).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            _write_whole(path, data)
+        except OSError as exc:
+            if not (reserve and no_space(exc) and self._reserve.release()):
+                raise _not_written(record.sandbox_id, exc) from exc
+            log.warning(
+                "the data dir is full: the record of sandbox %s is written from the "
+                "platform's reserve (%d KiB left); free space in %s",
+                record.sandbox_id,
+                self._reserve.size // 1024,
+                self._folder.parent,
+            )
+            try:
+                _write_whole(path, data)
+            except OSError as again:
+                raise _not_written(record.sandbox_id, again) from again
+        else:
+            self._reserve.refill()
 
     def delete(self, sandbox_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -206,3 +254,75 @@ class RecordStore:
 
     def _path(self, sandbox_id: str) -> Path:
         return self._folder / f"{sandbox_id}.json"
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _not_written(sandbox_id: str, exc: OSError) -> RecordNotWritten:
+    if no_space(exc):
+        return NoSpace(
+            f"not enough disk space: the platform's data dir is full and the record of "
+            f"sandbox {sandbox_id} cannot be written ({exc.strerror}); free space and retry",
+            sandbox_id=sandbox_id,
+        )
+    return RecordNotWritten(
+        f"the record of sandbox {sandbox_id} cannot be written: {exc}", sandbox_id=sandbox_id
+    )
+
+
+class _Reserve:
+    """Space held back in a file so that records can still be written on a full disk."""
+
+    def __init__(self, path: Path, target: int) -> None:
+        self._path = path
+        self._target = target
+        try:
+            self.size = path.stat().st_blocks * 512
+        except FileNotFoundError:
+            self.size = 0
+
+    def refill(self) -> None:
+        if self.size >= self._target:
+            return
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self._target)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if not no_space(exc):
+                log.warning("cannot set space aside for records in %s: %s", self._path, exc)
+            with contextlib.suppress(OSError):  # a failed fallocate may have kept some
+                self.size = self._path.stat().st_blocks * 512
+            return
+        if self.size == 0 or self._target - self.size > _RESERVE_SLICE:
+            log.info("records: %d KiB set aside for a full disk", self._target // 1024)
+        self.size = self._target
+
+    def release(self) -> bool:
+        """Give back a slice; False when nothing is left."""
+        if self.size <= 0:
+            return False
+        self.size = max(0, self.size - _RESERVE_SLICE)
+        try:
+            os.truncate(self._path, self.size)
+        except OSError as exc:
+            log.warning("cannot give back reserved space in %s: %s", self._path, exc)
+            return False
+        return True
