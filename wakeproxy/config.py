@@ -137,7 +137,7 @@ class PlatformConfig:
     (~/.local/share/wakeproxy)."""
     api_key: str = ""
     """Key clients must send (X-API-KEY, E2B_API_KEY); empty accepts any key, and then
-    every listener must be on loopback."""
+    every listener must be on loopback. Newer E2B SDKs accept only `e2b_<hex digits>`."""
     keep_sandboxes: bool = False
     """On shutdown, leave sandboxes running for the next start to take back; otherwise
     every sandbox process ends with the platform and its record is dropped."""

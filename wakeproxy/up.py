@@ -36,6 +36,11 @@ from wakeproxy.server import Listening, running_proxy, serving_app, split_listen
 from wakeproxy.state.factory import report_health
 
 
+# Printed when any key is accepted. The SDKs refuse a key that is not `e2b_<hex>` before
+# sending it (E2B's format), so the placeholder has that form.
+ANY_KEY = "e2b_" + "0" * 40
+
+
 @dataclass(frozen=True, slots=True)
 class RunningPlatform:
     proxy: Listening
@@ -51,7 +56,7 @@ class RunningPlatform:
         return {
             "E2B_API_URL": self.api.url,
             "E2B_SANDBOX_URL": self.proxy.url,
-            "E2B_API_KEY": self.api_key or "any-key-works",
+            "E2B_API_KEY": self.api_key or ANY_KEY,
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import threading
 import urllib.error
@@ -255,3 +256,8 @@ async def test_watch_dir_streams_with_the_async_sdk(module_platform: PlatformPro
 @pytest.mark.slow
 def test_watch_dir_with_the_npm_sdk(node: str, module_platform: PlatformProcess) -> None:  # noqa: F811
     run_js(node, module_platform, "watch")
+
+
+def test_the_printed_api_key_has_the_form_the_sdks_accept(module_platform: PlatformProcess) -> None:
+    # The npm SDK (and newer Python ones) refuse any other key before sending it.
+    assert re.fullmatch(r"e2b_[0-9a-f]+", module_platform.env["E2B_API_KEY"])
