@@ -433,7 +433,7 @@ async def test_a_transient_resume_failure_is_503_for_all_and_a_later_request_ret
 
 
 async def test_a_port_that_never_opens_is_502_port_is_not_open(
-    backend: FakeBackend, make: Make
+    backend: FakeBackend, make: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
     probe = FakeProbe(refusals=None, clock=clock, step=1.0)  # each connect "takes" a second
@@ -446,6 +446,10 @@ async def test_a_port_that_never_opens_is_502_port_is_not_open(
     assert len(probe.calls) == 3
     assert coordinator.held_total == 0
     assert raised.value.retry_after == 2.0  # a server still starting may listen by then
+    # The timed-out wake is logged once, saying where and why.
+    [logged] = [r for r in caplog.records if getattr(r, "event", None) == "wake_failed"]
+    assert (logged.sandbox, logged.result, logged.phase) == ("a", "timeout", "ready")  # type: ignore[attr-defined]
+    assert logged.cause == f"port {PORT} accepted no connection within wake.readiness_budget"  # type: ignore[attr-defined]
 
 
 async def test_a_port_that_stayed_closed_through_a_wake_gets_a_short_budget_next_time(
