@@ -35,7 +35,6 @@ from wakeproxy.readiness import Readiness, backend_check
 from wakeproxy.server import Listening, running_proxy, serving_app, split_listen
 from wakeproxy.state.factory import report_health
 
-
 # Printed when any key is accepted. The SDKs refuse a key that is not `e2b_<hex>` before
 # sending it (E2B's format), so the placeholder has that form.
 ANY_KEY = "e2b_" + "0" * 40
