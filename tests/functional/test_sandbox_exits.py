@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,18 @@ def log_events(platform: PlatformProcess, event: str) -> list[dict[str, Any]]:
     return found
 
 
+def through_proxy(platform: PlatformProcess, sandbox_id: str) -> tuple[int, str]:
+    """GET /health of the sandbox's envd port through the proxy: status and body."""
+    request = urllib.request.Request(
+        f"{platform.proxy_url}/health", headers={"Host": f"49983-{sandbox_id}.{platform.domain}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=GUARD) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 async def until(predicate: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + GUARD
     while not predicate():
@@ -103,6 +116,8 @@ async def test_a_sandbox_whose_process_is_killed_is_not_found_logged_counted_and
         await asyncio.sleep(0.02)
     with pytest.raises(e2b.NotFoundException):
         await e2b.AsyncSandbox.connect(victim.sandbox_id, **connection(platform))
+    status, body = await asyncio.to_thread(through_proxy, platform, victim.sandbox_id)
+    assert (status, "was not found" in body) == (502, True)  # E2B's answer for traffic
     await until(lambda: log_events(platform, "exit"), "the exit to be logged")
     [line] = log_events(platform, "exit")
     assert (line["sandbox_id"], line["level"]) == (victim.sandbox_id, "warning")

@@ -88,6 +88,7 @@ async def until(condition: Callable[[], bool]) -> None:
 async def test_a_full_disk_leaves_timed_out_sandboxes_running_and_retries_their_pause(
     platform: Platform, clock: FakeClock, disk: Disk, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="wakeproxy.platform.sandboxes")
     first = (await platform.manager.create(asked(10))).sandbox_id
     second = (await platform.manager.create(asked(10))).sandbox_id
     disk.fill()
@@ -103,6 +104,8 @@ async def test_a_full_disk_leaves_timed_out_sandboxes_running_and_retries_their_
 
     await expire(platform, clock, RETRY)  # still full: tried again, and again not done
     await until(lambda: failures(caplog, first, "pause") == 2)
+    timeouts = [r for r in caplog.records if getattr(r, "event", None) == "timeout"]
+    assert sorted(r.sandbox_id for r in timeouts) == sorted([first, second])  # type: ignore[attr-defined]
     disk.free()
     await expire(platform, clock, RETRY)
     for sandbox_id in (first, second):

@@ -106,6 +106,7 @@ class SandboxManager:
         self._records: dict[str, SandboxRecord] = {}
         self._starting = 0
         self._retry_at: dict[str, float] = {}
+        self._timed_out: dict[str, float] = {}  # the `end_at` whose timeout was logged
         self._busy: Callable[[str], bool] = lambda sandbox_id: False
         self._subscribers: list[Subscriber] = []
         self._exit_listeners: list[ExitListener] = []
@@ -405,6 +406,7 @@ class SandboxManager:
             log.warning("killing sandbox %s without recording it first: %s", record.sandbox_id, exc)
         del self._records[record.sandbox_id]
         self._retry_at.pop(record.sandbox_id, None)
+        self._timed_out.pop(record.sandbox_id, None)
         self._ledger.forget(record.sandbox_id)
         self._notify(killed)
         return self._flights.spawn(self._end_killed(killed, trigger))
@@ -501,7 +503,9 @@ class SandboxManager:
         """The timeout: kill, or begin a pause; a pause that cannot be recorded is not
         begun, and tried again later."""
         sandbox_id = record.sandbox_id
-        if self._retry_at.pop(sandbox_id, None) is None:
+        self._retry_at.pop(sandbox_id, None)
+        if self._timed_out.get(sandbox_id) != record.life.end_at:  # once, not per retry
+            self._timed_out[sandbox_id] = record.life.end_at
             late = now - record.life.end_at
             events.logged("timeout", sandbox_id, now - record.started_at, action=action, late=late)
         if action == "kill":
