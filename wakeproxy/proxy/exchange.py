@@ -158,6 +158,7 @@ class Exchange:
         "_status",
         "_target",
         "_task",
+        "_trace_on",
         "_triggered",
         "_wake",
         "body_bytes",
@@ -216,6 +217,7 @@ class Exchange:
         self._reason: str | None = None  # why the proxy answered itself, if it did
         self._request_id: bytes | None = None
         self._spans: object | None = None  # the tracer's, once forwarded with tracing on
+        self._trace_on: bool | None = None  # the tracer's answer, once asked
         self._wake: FinishedWake | None = None  # the wake this request triggered
         self._in_flight = False
         self._retried = False
@@ -450,7 +452,7 @@ class Exchange:
         headers = services.rules.upstream_request_headers(
             self.headers, conn.peer_ip, conn.scheme, self.host or conn.local_host, self.request_id
         )
-        if services.tracer is not None:
+        if services.tracer is not None and self._traced_now(services.tracer):
             headers = self._traced_upstream(services.tracer, acquired, headers)
         if self.websocket:
             link.upgrading = True
@@ -676,7 +678,7 @@ class Exchange:
         if self._in_flight and target is not None:
             services.gateway.in_flight.end(target.sandbox_id)
         seconds = time.perf_counter() - self._started
-        if services.tracer is not None:
+        if services.tracer is not None and self._traced_now(services.tracer):
             services.tracer.finished(self._traced(), self._spans, status)
         services.recorder.request_finished(
             "websocket" if self.websocket else "http", status, seconds
@@ -703,6 +705,12 @@ class Exchange:
             self._release()
 
     # -- tracing (only with `Services.tracer`) --------------------------------------------
+
+    def _traced_now(self, tracer: Tracer) -> bool:
+        on = self._trace_on
+        if on is None:
+            on = self._trace_on = tracer.wants(self.headers)
+        return on
 
     def _traced(self) -> Traced:
         target = self._target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -11,7 +12,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -42,13 +43,26 @@ class Tracing:
         resource = Resource.create(
             {"service.name": settings.service_name, "service.version": __version__}
         )
-        sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
-        self._provider = TracerProvider(resource=resource, sampler=sampler)
+        # Traces that start here are sampled by `wants`, before anything is built; the SDK
+        # keeps those and follows a caller's sampled flag.
+        self._ratio = settings.sample_ratio
+        self._provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
         self._provider.add_span_processor(
             processor or BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.endpoint))
         )
         self._tracer = self._provider.get_tracer("wakeproxy", __version__)
         self._propagator = TraceContextTextMapPropagator()
+
+    def wants(self, headers: Headers) -> bool:
+        """Whether to trace this request: always when its caller sent a trace context
+        (the caller's sampled flag then decides), else with the sample ratio. Asked once
+        per request, before anything else: an unsampled one costs nothing more."""
+        if self._ratio >= 1.0:
+            return True
+        for name, _ in headers:
+            if len(name) == 11 and name.lower() == b"traceparent":
+                return True
+        return random.random() < self._ratio
 
     def forwarding(self, request: Traced, host: str, port: int) -> tuple[object, bytes]:
         """The request is about to go upstream to `host:port`: its spans so far, and the

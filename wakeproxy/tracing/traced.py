@@ -32,6 +32,9 @@ class Traced:
 class Tracer(Protocol):
     """`wakeproxy.tracing.spans.Tracing` implements it; None in `Services` when off."""
 
+    def wants(self, headers: Headers) -> bool:
+        """Whether this request is traced at all (asked once, before the other calls)."""
+
     def forwarding(self, request: Traced, host: str, port: int) -> tuple[object, bytes]:
         """The request goes upstream now: a handle of its spans, and its `traceparent`."""
 
