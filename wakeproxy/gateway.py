@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from wakeproxy.backends.base import SandboxInfo
 from wakeproxy.errors import Forbidden
 from wakeproxy.routing import Target
-from wakeproxy.tokens import TOKEN_HEADER, token_admits, token_refusal
+from wakeproxy.tokens import ACCESS_HEADER, TOKEN_HEADER, Credentials, token_admits, token_refusal
 from wakeproxy.wake import Acquired, NoWakeRule, WakeCoordinator, first_match
 
 
@@ -20,8 +20,8 @@ def check_traffic_token(info: SandboxInfo, port: int, headers: Mapping[str, str]
     # Most sandboxes demand no token: their requests are not searched for the header.
     if info.traffic_token is None or port == info.agent_port:
         return
-    if not token_admits(info, port, headers.get(TOKEN_HEADER)):
-        raise Forbidden(token_refusal(info.sandbox_id), sandbox_id=info.sandbox_id)
+    if not token_admits(info, port, Credentials(traffic=headers.get(TOKEN_HEADER))):
+        raise Forbidden(token_refusal(info, port), sandbox_id=info.sandbox_id)
 
 
 class InFlight:
@@ -76,8 +76,10 @@ class Gateway:
         headers: Mapping[str, str],
         *,
         navigation: bool = False,
+        signed: bool = False,
     ) -> Acquired:
-        """Where the request goes, holding it while its sandbox wakes."""
+        """Where the request goes, holding it while its sandbox wakes; `signed`: a signed
+        file URL whose signature checked out (its credential on the agent's port)."""
         coordinator = self.coordinator
         acquired = coordinator.cached(target.sandbox_id, target.port)
         if acquired is None:
@@ -86,7 +88,9 @@ class Gateway:
                 target.port,
                 navigation=navigation,
                 wake_allowed=not self._quiet(method, path, headers),
-                token=headers.get(TOKEN_HEADER),
+                token=Credentials(
+                    headers.get(TOKEN_HEADER), headers.get(ACCESS_HEADER), signed=signed
+                ),
             )
         self._admitted(acquired, target, method, path, headers)
         return acquired

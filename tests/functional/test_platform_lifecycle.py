@@ -564,6 +564,47 @@ async def test_a_secure_sandbox_agent_demands_its_access_token(platforms: Platfo
     await secure.sandbox.kill()
 
 
+async def test_a_paused_sandbox_wakes_only_for_what_the_port_asked_for_demands(
+    platforms: Platforms,
+) -> None:
+    """The right to wake, per port: on the agent's port a secure sandbox's X-Access-Token
+    (a stranger's /health no longer wakes it), on other ports the traffic token; the SDK,
+    which sends the access token on every call, wakes it as before."""
+    platform = platforms.start()
+    tracked = await create(
+        platforms, platform, lifecycle=PAUSE_AND_WAKE, network={"allow_public_traffic": False}
+    )
+    sandbox, sandbox_id = tracked.sandbox, tracked.sandbox_id
+    envd_token = (await api_get(platform, f"/sandboxes/{sandbox_id}"))["envdAccessToken"]
+    traffic_token = sandbox.traffic_access_token
+    assert envd_token
+    assert traffic_token
+    port = await serve_counter(tracked)
+    await sandbox.pause()
+    refused = [
+        (AGENT_PORT, "/health", {}),
+        (AGENT_PORT, "/health", {"X-Access-Token": envd_token[:-1]}),
+        (AGENT_PORT, "/health", {TOKEN_HEADER: traffic_token}),
+        (port, "/", {}),
+        (port, "/", {"X-Access-Token": envd_token}),
+    ]
+    for asked, path, headers in refused:
+        status, body = await preview_get(platform, sandbox_id, asked, headers, path=path)
+        assert status == 403, (asked, headers, body)
+        assert sandbox_id in json.loads(body)["message"]
+    _, body = await preview_get(platform, sandbox_id, AGENT_PORT, path="/health")
+    assert "send its envd access token in the X-Access-Token header" in json.loads(body)["message"]
+    assert await state(platform, sandbox_id) == "paused"
+
+    assert await sandbox.is_running()  # /health with the access token: woken
+    assert await state(platform, sandbox_id) == "running"
+    await sandbox.pause()
+    status, body = await preview_get(platform, sandbox_id, port, {TOKEN_HEADER: traffic_token})
+    assert status == 200, body  # the traffic token wakes it through its own port
+    assert (await sandbox.commands.run("echo awake")).stdout == "awake\n"
+    await sandbox.kill()
+
+
 # -- outbound network --------------------------------------------------------------------------
 
 NETWORK_KEY = "wakeproxy.network"

@@ -7,7 +7,7 @@ from itertools import count
 
 import pytest
 
-from wakeproxy.backends.base import Lifecycle, SandboxInfo, SandboxState
+from wakeproxy.backends.base import AGENT_PORT, Lifecycle, SandboxInfo, SandboxState
 from wakeproxy.errors import (
     Conflict,
     Forbidden,
@@ -22,6 +22,7 @@ from wakeproxy.errors import (
     WakeFailed,
     WakeTimeout,
 )
+from wakeproxy.tokens import Credentials
 from wakeproxy.wake.events import (
     BackendReported,
     Cache,
@@ -724,7 +725,7 @@ def private(state: SandboxState) -> SandboxInfo:
 
 
 def with_token(rid: int, now: float, token: str | None, port: int = PORT) -> RequestArrived:
-    return RequestArrived(rid, port, now + SETTINGS.hold_timeout, token=token)
+    return RequestArrived(rid, port, now + SETTINGS.hold_timeout, token=Credentials(token))
 
 
 def test_a_request_without_the_token_never_starts_a_resume_of_a_private_sandbox() -> None:
@@ -748,6 +749,40 @@ def test_the_right_token_wakes_a_private_sandbox_and_the_wrong_one_is_refused_al
     assert StartResume() in decisions
     assert list(rejected(decisions)) == [2]
     assert m.held == 1
+
+
+def secure(state: SandboxState) -> SandboxInfo:
+    return SandboxInfo(SID, state, Lifecycle("pause", True), version=1, agent_token="envd")
+
+
+def on_agent_port(rid: int, now: float, credentials: Credentials) -> RequestArrived:
+    return RequestArrived(rid, AGENT_PORT, now + SETTINGS.hold_timeout, token=credentials)
+
+
+def test_a_secure_sandbox_wakes_on_its_agent_port_only_for_its_access_token() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(on_agent_port(1, 0.0, Credentials()), 0.0)  # envd's /health, no credential
+    m.handle(on_agent_port(2, 0.0, Credentials(access="wrong")), 0.0)
+    m.handle(on_agent_port(3, 0.0, Credentials(traffic="envd")), 0.0)  # the wrong header
+    decisions = m.handle(BackendReported(secure(S.PAUSED)), 0.1)
+    assert StartResume() not in decisions
+    refused = rejected(decisions)
+    assert {rid: r.error for rid, r in refused.items()} == {
+        1: Forbidden,
+        2: Forbidden,
+        3: Forbidden,
+    }
+    assert "X-Access-Token" in refused[1].message
+    for credentials in (Credentials(access="envd"), Credentials(signed=True)):
+        woken = SandboxMachine(SID, SETTINGS)
+        woken.handle(BackendReported(secure(S.PAUSED)), 0.0)
+        assert StartResume() in woken.handle(on_agent_port(4, 0.5, credentials), 0.5)
+
+
+def test_a_secure_sandbox_demands_no_access_token_on_other_ports() -> None:
+    m = SandboxMachine(SID, SETTINGS)
+    m.handle(BackendReported(secure(S.PAUSED)), 0.0)
+    assert StartResume() in m.handle(with_token(1, 0.5, None), 0.5)
 
 
 def test_the_agent_port_needs_no_traffic_token() -> None:

@@ -44,6 +44,7 @@ class SandboxInfo:
     end_at: float | None = None
     traffic_token: str | None = None  # None: public traffic allowed
     agent_port: int = AGENT_PORT
+    agent_token: str | None = None  # a secure sandbox's envd access token (X-Access-Token)
 
 
 @dataclass(frozen=True, slots=True)

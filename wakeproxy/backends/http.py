@@ -294,6 +294,7 @@ def info_from_detail(sandbox_id: str, body: Mapping[str, Any]) -> SandboxInfo:
         end_at=None if end_at is None else _epoch(str(end_at)),
         traffic_token=None if token is None else str(token),
         agent_port=int(extension.get("agentPort", AGENT_PORT)),
+        agent_token=None if body.get("envdAccessToken") is None else str(body["envdAccessToken"]),
     )
 
 

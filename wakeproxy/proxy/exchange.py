@@ -153,6 +153,7 @@ class Exchange:
         "_request_id",
         "_retried",
         "_services",
+        "_signed",
         "_spans",
         "_started",
         "_status",
@@ -221,6 +222,7 @@ class Exchange:
         self._wake: FinishedWake | None = None  # the wake this request triggered
         self._in_flight = False
         self._retried = False
+        self._signed = False
         self._status = 0
         self._out = Framing.NONE
         self._pending: list[bytes] = []  # response bytes to write at the end of a read
@@ -273,7 +275,9 @@ class Exchange:
             grant = None if services.signed is None else signed_file(self.method, self.origin)
             if services.signed is None or grant is None:
                 raise
-            return signed_target(services.signed, grant, time.time())
+            target = signed_target(services.signed, grant, time.time())
+            self._signed = True  # its signature is the right to wake the sandbox
+            return target
 
     def feed_body(self, data: bytes) -> None:
         link = self._link
@@ -369,7 +373,12 @@ class Exchange:
             for last in (False, True):
                 if acquired is None:
                     acquired = await services.gateway.resolve(
-                        target, self.method, self.path, headers, navigation=wants_html(headers)
+                        target,
+                        self.method,
+                        self.path,
+                        headers,
+                        navigation=wants_html(headers),
+                        signed=self._signed,
                     )
                 link = (
                     None if self.websocket else services.pool.take(acquired.upstream)

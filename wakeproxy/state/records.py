@@ -102,6 +102,7 @@ def info_to_json(info: SandboxInfo | None) -> Any:
         "endAt": info.end_at,
         "trafficToken": info.traffic_token,
         "agentPort": info.agent_port,
+        "agentToken": info.agent_token,
     }
 
 
@@ -119,6 +120,7 @@ def info_from_json(sandbox_id: str, data: Any) -> SandboxInfo | None:
         end_at=None if end_at is None else float(end_at),
         traffic_token=data.get("trafficToken"),
         agent_port=int(data["agentPort"]),
+        agent_token=data.get("agentToken"),
     )
 
 

@@ -34,6 +34,7 @@ from wakeproxy.backends.base import (
     Upstream,
 )
 from wakeproxy.errors import ShuttingDown
+from wakeproxy.tokens import NO_CREDENTIALS, Credentials
 from wakeproxy.wake.activity import ActivityBuffer
 from wakeproxy.wake.cache import Acquired, RouteCache
 from wakeproxy.wake.closedports import ClosedPorts
@@ -157,7 +158,7 @@ class WakeCoordinator:
         *,
         navigation: bool = False,
         wake_allowed: bool = True,
-        token: str | None = None,
+        token: Credentials = NO_CREDENTIALS,
     ) -> Acquired:
         """Where to forward a request for `port` of `sandbox_id`, waking the sandbox if needed.
 

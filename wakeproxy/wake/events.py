@@ -15,6 +15,7 @@ from typing import TypeAlias
 
 from wakeproxy.backends.base import SandboxInfo
 from wakeproxy.errors import ProxyError, WakeTimeout
+from wakeproxy.tokens import NO_CREDENTIALS, Credentials
 
 
 class StillWaking(WakeTimeout):
@@ -48,7 +49,7 @@ class RequestArrived:
     deadline: float
     navigation: bool = False  # a browser navigation: held only `navigation_hold`
     wake_allowed: bool = True  # False when a no-wake rule matched
-    token: str | None = None  # the traffic access token the request presented
+    token: Credentials = NO_CREDENTIALS  # what the request shows to prove its right to wake
 
 
 @dataclass(frozen=True, slots=True)

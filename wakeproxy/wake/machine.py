@@ -30,7 +30,7 @@ from wakeproxy.errors import (
     WakeFailed,
     WakeTimeout,
 )
-from wakeproxy.tokens import token_admits, token_refusal
+from wakeproxy.tokens import NO_CREDENTIALS, Credentials, token_admits, token_refusal
 from wakeproxy.wake.events import (
     BackendReported,
     Cache,
@@ -89,7 +89,7 @@ class _Held:
     port: int
     navigation: bool
     wake_allowed: bool
-    token: str | None = None
+    token: Credentials = NO_CREDENTIALS
 
 
 class SandboxMachine:
@@ -216,7 +216,7 @@ class SandboxMachine:
 
     def _request_while_paused(self, ev: RequestArrived, now: float) -> list[Decision]:
         if not token_admits(self._known(), ev.port, ev.token):
-            return [Reject(ev.rid, Forbidden, token_refusal(self.sandbox_id))]
+            return [Reject(ev.rid, Forbidden, token_refusal(self._known(), ev.port))]
         if not ev.wake_allowed:
             return [self._no_wake(ev.rid)]
         if not self._known().lifecycle.auto_resume:
@@ -306,11 +306,18 @@ class SandboxMachine:
         state = info.state
         if state is SandboxState.RUNNING:
             return self._woke(now) if self.phase in WATCHED else self._release_all(now)
-        # Nobody wakes a private sandbox without its token (checked before any resume).
+        # Nobody wakes a sandbox without the credential it demands on the port asked for
+        # (checked before any resume); the refusal names the one that was missing.
+        agent = info.agent_port
         decisions = self._reject_held(
-            lambda h: not token_admits(info, h.port, h.token),
+            lambda h: h.port == agent and not token_admits(info, h.port, h.token),
             Forbidden,
-            token_refusal(self.sandbox_id),
+            token_refusal(info, agent),
+        )
+        decisions += self._reject_held(
+            lambda h: h.port != agent and not token_admits(info, h.port, h.token),
+            Forbidden,
+            token_refusal(info, 0),
         )
         decisions += self._reject_held(lambda h: not h.wake_allowed, NotWoken, self._no_wake_text)
         if state is not SandboxState.RESUMING and not info.lifecycle.auto_resume:

@@ -114,6 +114,7 @@ class SandboxRecord:
             end_at=self.life.end_at,
             traffic_token=self.traffic_token,
             agent_port=AGENT_PORT,
+            agent_token=self.envd_token,
         )
 
 
