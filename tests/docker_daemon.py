@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from support import free_port
+
 IMAGE = "wakeproxy-test/busybox:1"
 NETWORK = "wakeproxy-test"
 _BUSYBOX_APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "test", "[", "touch", "ls")
@@ -65,6 +67,10 @@ class DockerDaemon:
         self.socket = str(self.run_dir / "docker.sock")
         self.log_path = data_root / "dockerd.log"
         self.subnet = ""
+        self.tls_port = 0
+        """Where the engine also listens over TCP with --tlsverify (0: it does not)."""
+        self.tls_dir = self.run_dir / "tls"
+        """ca.pem, and client.pem / client-key.pem signed by it (docker's file names)."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,6 +97,7 @@ class DockerDaemon:
             *("-H", f"unix://{self.socket}"),
             *("--bridge", "none", "--iptables=false", "--ip6tables=false"),
             *("--storage-driver", "vfs", "--log-level", "warn", "--shutdown-timeout", "2"),
+            *self._tls_flags(),
         ]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -109,6 +116,28 @@ class DockerDaemon:
                 raise DockerUnavailable(f"dockerd did not answer within {_START_GUARD}s")
             time.sleep(0.05)  # readiness polling, bounded by the deadline
         self._prepare()
+
+    def _tls_flags(self) -> list[str]:
+        """Also listen on 127.0.0.1 over TCP with TLS, clients verified, when trustme (a
+        test dependency) can make the certificates."""
+        try:
+            import trustme
+        except ImportError:
+            return []
+        ca = trustme.CA()
+        self.tls_dir.mkdir()
+        ca.cert_pem.write_to_path(str(self.tls_dir / "ca.pem"))
+        for name, identity in (("server", "127.0.0.1"), ("client", "wakeproxy-test-client")):
+            cert = ca.issue_cert(identity)
+            cert.private_key_pem.write_to_path(str(self.tls_dir / f"{name}-key.pem"))
+            cert.cert_chain_pems[0].write_to_path(str(self.tls_dir / f"{name}.pem"))
+        self.tls_port = free_port()
+        return [
+            *("-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify"),
+            *("--tlscacert", str(self.tls_dir / "ca.pem")),
+            *("--tlscert", str(self.tls_dir / "server.pem")),
+            *("--tlskey", str(self.tls_dir / "server-key.pem")),
+        ]
 
     def _answers(self) -> bool:
         try:

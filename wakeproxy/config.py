@@ -101,9 +101,11 @@ class BackendConfig:
     api_key: str = ""
     """`http`: the control plane's API key, sent as X-API-KEY."""
     request_timeout: float = 5.0
-    """`http`: seconds a lookup, port or activity call may take before it counts as failed."""
+    """`http`, `docker`: seconds a lookup, port or activity call (or a call to the Docker
+    engine) may take before it counts as failed."""
     resume_timeout: float = 60.0
-    """`http`: seconds a resume may take (it waits out a pause in progress)."""
+    """`http`, `docker`: seconds a resume may take (it waits out a pause in progress;
+    for docker, the unpause or start)."""
     docker_host: str = ""
     """`docker`: the engine, `unix:///var/run/docker.sock`, `tcp://host:2376` or
     `https://host:2376`; empty: $DOCKER_HOST, else the local socket. Flag --docker-host."""

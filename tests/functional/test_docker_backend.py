@@ -101,7 +101,7 @@ def split(made: str) -> tuple[str, str]:
     return sandbox_id, container_id
 
 
-def client() -> aiohttp.ClientSession:
+def client_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=GUARD)
     )
@@ -169,7 +169,7 @@ async def test_300_requests_over_two_replicas_unpause_a_paused_container_once(
         lambda: asyncio.to_thread(lambda: all(readiness(r)["redis"] == "ok" for r in replicas)),
         "redis ok on both replicas",
     )
-    async with client() as session:
+    async with client_session() as session:
         answers = await asyncio.gather(
             *(get(session, replicas[n % 2], sandbox_id) for n in range(300))
         )
@@ -196,7 +196,7 @@ async def test_a_websocket_message_after_a_pause_wakes_the_container(
     config = tmp_path / "wakeproxy.toml"
     config.write_text('[[wake.no_wake]]\npath = "/probe"\n')
     (proxy,) = await proxies(1, "--config", str(config))
-    async with client() as session:
+    async with client_session() as session:
 
         async def probe_status() -> int:
             return (await get(session, proxy, sandbox_id, "/probe"))[0]
@@ -228,11 +228,27 @@ async def test_auto_resume_off_answers_409_and_leaves_the_container_paused(
     sandbox_id, container_id = split(containers({"wakeproxy.auto_resume": "false"}))
     docker.act(container_id, "pause")
     (proxy,) = await proxies(1)
-    async with client() as session:
+    async with client_session() as session:
         status, body, _ = await get(session, proxy, sandbox_id)
     assert status == 409
     assert json.loads(body)["reason"] == "sandbox_paused"
     assert docker.status(container_id) == "paused"
+
+
+async def test_a_traffic_token_label_guards_every_port_and_a_refused_request_wakes_nothing(
+    docker: DockerDaemon, containers: Callable[..., str], proxies: Proxies
+) -> None:
+    sandbox_id, container_id = split(containers({"wakeproxy.traffic_token": "s3cret"}))
+    docker.act(container_id, "pause")
+    since = time.time()
+    (proxy,) = await proxies(1)
+    async with client_session() as session:
+        status, body, _ = await get(session, proxy, sandbox_id)
+        assert (status, json.loads(body)["reason"]) == (403, "forbidden")
+        assert docker.status(container_id) == "paused"
+        token = {"e2b-traffic-access-token": "s3cret"}
+        assert (await get(session, proxy, sandbox_id, headers=token))[:2] == (200, PAGE)
+    assert docker.events(container_id, "unpause", since) == 1
 
 
 # -- changes behind the proxy's back ---------------------------------------------------------
@@ -244,7 +260,7 @@ async def test_a_container_killed_or_removed_behind_the_proxys_back_is_not_found
     killed, removed = (split(containers()) for _ in range(2))
     # Lookups trusted for a minute: only the engine's event stream can tell the proxy.
     (proxy,) = await proxies(1, WAKEPROXY_WAKE_STATE_TTL="60")
-    async with client() as session:
+    async with client_session() as session:
         for sandbox_id, _ in (killed, removed):
             assert (await get(session, proxy, sandbox_id))[:2] == (200, PAGE)
 
@@ -273,7 +289,7 @@ async def test_a_container_that_sleeps_stopped_is_started_and_its_port_waited_fo
         containers({"wakeproxy.mode": "stop"}, ["/bin/sh", "-c", gated], binds=(f"{gate}:/ctl",))
     )
     (proxy,) = await proxies(1, WAKEPROXY_WAKE_NAVIGATION_HOLD="0.1")
-    async with client() as session:
+    async with client_session() as session:
         await until(lambda: _is(_status(get(session, proxy, sandbox_id)), 200), "the server")
         docker.act(container_id, "stop", "?t=1")
         (gate / "go").unlink()
@@ -316,7 +332,7 @@ async def test_the_timeout_puts_idle_containers_to_sleep_as_their_labels_say(
     await until(lambda: status_is(killed[1], "exited"), "the timeout to kill a container")
     assert docker.status(untimed[1]) == "running"
     since = time.time()
-    async with client() as session:
+    async with client_session() as session:
         for sandbox_id, _ in (paused, stopped):
             assert (await get(session, proxy, sandbox_id))[:2] == (200, PAGE)
         status, body, _ = await get(session, proxy, killed[0])
@@ -334,7 +350,7 @@ async def test_published_ports_are_reached_on_the_engines_host(
 ) -> None:
     sandbox_id, _ = split(containers(publish=(3000,)))
     (proxy,) = await proxies(1, WAKEPROXY_BACKEND_DOCKER_PUBLISHED="true")
-    async with client() as session:
+    async with client_session() as session:
         assert (await get(session, proxy, sandbox_id))[:2] == (200, PAGE)
         # Only published ports are reached in this mode.
         sent = {"Host": f"3001-{sandbox_id}.localhost"}
@@ -355,13 +371,37 @@ async def test_an_unreachable_engine_is_degraded_in_readyz_and_503_for_requests(
     await asyncio.to_thread(proxy.start)
     try:
         assert readiness(proxy)["backend"] == "degraded"
-        async with client() as session:
+        async with client_session() as session:
             status, body, headers = await get(session, proxy, "anything")
         assert (status, json.loads(body)["reason"]) == (503, "backend_unavailable")
         assert "Docker engine" in json.loads(body)["message"]
         assert headers["Retry-After"]
     finally:
         await asyncio.to_thread(proxy.stop)
+
+
+async def test_an_engine_over_tcp_with_tls_is_reached_with_the_client_certificate(
+    docker: DockerDaemon, containers: Callable[..., str], proxies: Proxies
+) -> None:
+    if not docker.tls_port:
+        pytest.skip("trustme is not installed: the engine has no TLS listener")
+    sandbox_id, container_id = split(containers())
+    docker.act(container_id, "pause")
+    tls = docker.tls_dir
+    engine = ("--docker-host", f"tcp://127.0.0.1:{docker.tls_port}")
+    ca = {"WAKEPROXY_BACKEND_DOCKER_TLS_CA": str(tls / "ca.pem")}
+    client = {
+        "WAKEPROXY_BACKEND_DOCKER_TLS_CERT": str(tls / "client.pem"),
+        "WAKEPROXY_BACKEND_DOCKER_TLS_KEY": str(tls / "client-key.pem"),
+    }
+    trusted, anonymous = await proxies(1, *engine, **ca, **client), await proxies(1, *engine, **ca)
+    async with client_session() as session:
+        assert (await get(session, trusted[0], sandbox_id))[:2] == (200, PAGE)
+        # The engine verifies clients (--tlsverify): without a certificate, no answer.
+        status, body, _ = await get(session, anonymous[0], sandbox_id)
+    assert (status, json.loads(body)["reason"]) == (503, "backend_unavailable")
+    assert readiness(trusted[0])["backend"] == "ok"
+    assert readiness(anonymous[0])["backend"] == "degraded"
 
 
 def test_the_test_network_is_a_bridge_of_its_own(docker: DockerDaemon) -> None:

@@ -78,6 +78,7 @@ class DockerSettings:
     network: str = ""
     published: bool = False
     stop_timeout: float = 10.0
+    resume_timeout: float = 60.0  # a start or unpause; other calls take `Engine`'s timeout
     timeout_interval: float = 0.5
 
 
@@ -106,8 +107,13 @@ class DockerBackend:
         for job in (self._follow(), self._keeper.run()):
             task = asyncio.get_running_loop().create_task(job)
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._done)
         return self
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("the docker backend's background task failed", exc_info=exc)
 
     async def __aexit__(
         self,
@@ -154,7 +160,7 @@ class DockerBackend:
             container = after
         state = state_of(_status(container), spec)
         info = self._learn(sandbox_id, (spec, container["Id"], state, inspected_version(container)))
-        if info is None or info.state is not SandboxState.RUNNING:
+        if info is None or info.state not in (SandboxState.RUNNING, SandboxState.RESUMING):
             raise Unavailable(
                 f"container of sandbox {sandbox_id} did not stay up "
                 f"(engine state {_status(container)!r}): see `docker logs`",
@@ -259,9 +265,11 @@ class DockerBackend:
             raise _unavailable(sandbox_id, "inspect", exc) from exc
 
     async def _act(self, sandbox_id: str, container_id: str, action: str) -> None:
-        wait = self._settings.stop_timeout if action == "stop" else None
+        settings = self._settings
+        wait = settings.stop_timeout if action == "stop" else None
+        limit = settings.resume_timeout if action in ("start", "unpause") else None
         try:
-            await self._engine.act(container_id, action, wait=wait)
+            await self._engine.act(container_id, action, wait=wait, limit=limit)
         except EngineRefused as exc:
             if exc.status == 404:
                 raise NotFound("The sandbox was not found", sandbox_id=sandbox_id) from exc
@@ -323,6 +331,8 @@ class DockerBackend:
             except (EngineError, Unavailable) as exc:
                 level = logging.DEBUG if self.following else logging.WARNING
                 log.log(level, "the Docker engine's event stream ended: %s", exc)
+            except Exception:  # a bug must not end the following of every container
+                log.exception("following the Docker engine's events failed")
             self.following = False
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _RECONNECT_MOST)

@@ -20,6 +20,7 @@ gives with an error status is `EngineRefused` with that status and its message.
 from __future__ import annotations
 
 import json
+import math
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -139,12 +140,23 @@ class Engine:
             raise EngineDown(f"the engine's answer about container {container_id} is not an object")
         return found
 
-    async def act(self, container_id: str, action: str, *, wait: float | None = None) -> None:
-        """POST `/containers/{id}/{action}` (pause, unpause, start, stop, kill). `stop`
-        waits up to `wait` seconds for the container to exit before killing it."""
-        params = {"t": str(round(wait))} if wait is not None else None
-        limit = None if wait is None else aiohttp.ClientTimeout(total=wait + self._limit())
-        await self._call("POST", f"/containers/{_id(container_id)}/{action}", params, limit)
+    async def act(
+        self,
+        container_id: str,
+        action: str,
+        *,
+        wait: float | None = None,
+        limit: float | None = None,
+    ) -> None:
+        """POST `/containers/{id}/{action}` (pause, unpause, start, stop, kill), within
+        `limit` seconds (default: the client's timeout). `stop` waits up to `wait` seconds
+        for the container to exit before the engine kills it."""
+        params = None
+        if wait is not None:
+            params = {"t": str(math.ceil(wait))}
+            limit = wait + (limit or self._limit())
+        bound = None if limit is None else aiohttp.ClientTimeout(total=limit)
+        await self._call("POST", f"/containers/{_id(container_id)}/{action}", params, bound)
 
     @asynccontextmanager
     async def events(

@@ -39,6 +39,7 @@ async def opened_docker(config: BackendConfig) -> AsyncIterator[DockerBackend]:
         network=config.docker_network,
         published=config.docker_published,
         stop_timeout=config.docker_stop_timeout,
+        resume_timeout=config.resume_timeout,
     )
     async with DockerBackend(engine_of(config), settings) as backend:
         yield backend
