@@ -200,6 +200,28 @@ async def test_a_replica_that_gets_the_lease_after_the_wake_ended_follows_it(
     assert late.followed("a")  # not counted as a wake this replica made
 
 
+async def test_a_resume_asked_for_after_word_that_the_sandbox_runs_calls_nothing(
+    backend: FakeBackend, replica: Make
+) -> None:
+    backend.add("a", S.PAUSED)
+    late = replica()
+    assert (await late.get("a")).state is S.PAUSED  # type: ignore[union-attr]
+    # Another replica's wake, heard through the backend's events before this replica's
+    # resume job ran.
+    backend.set_state("a", S.RUNNING)
+    await settle()
+    woken = await asyncio.wait_for(late.resume("a"), GUARD)
+    assert woken.state is S.RUNNING
+    assert backend.total_resumes == 0
+    assert late.followed("a")
+    # Asleep again: the next resume is this replica's own.
+    backend.set_state("a", S.PAUSED)
+    await settle()
+    assert (await asyncio.wait_for(late.resume("a"), GUARD)).state is S.RUNNING
+    assert backend.total_resumes == 1
+    assert not late.followed("a")
+
+
 async def test_a_failed_wake_fails_every_replica_waiting_for_it(
     backend: FakeBackend, replica: Make
 ) -> None:

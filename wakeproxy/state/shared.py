@@ -140,6 +140,9 @@ class SharedBackend:
         self._listeners: list[StateListener] = []
         # Versions at which a sandbox was last seen not running: what a wake is newer than.
         self._asleep: dict[str, int] = {}
+        # Sandboxes last heard of running after having been heard of asleep: woken by a
+        # wake this replica may not have made (another replica's, seen in its events).
+        self._woke: dict[str, SandboxInfo] = {}
         self._distrusted: dict[str, None] = {}  # next lookup goes to the backend
         self._unpublished: dict[str, Record] = {}  # learned while the store was away
         self._tasks: set[asyncio.Task[None]] = set()
@@ -182,8 +185,15 @@ class SharedBackend:
         return self._note(sandbox_id, info)
 
     async def resume(self, sandbox_id: str) -> SandboxInfo:
+        woke = self._woke.pop(sandbox_id, None)
+        if woke is not None:
+            # Word that it runs came between the lookup that found it asleep and this
+            # call (the coordinator's job starts a moment after it decides): nothing to do.
+            self._wake.followed.add(sandbox_id)
+            return woke
         info = await self._wake.resume(sandbox_id, self._asleep.get(sandbox_id))
         self._note(sandbox_id, info)
+        self._woke.pop(sandbox_id, None)  # this replica's own wake
         return info
 
     async def upstream(self, info: SandboxInfo, port: int) -> Upstream:
@@ -292,11 +302,17 @@ class SharedBackend:
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _note(self, sandbox_id: str, info: SandboxInfo | None) -> SandboxInfo | None:
-        """Remember the version of a sandbox seen asleep; pass `info` on."""
-        if info is None or info.state is SandboxState.RUNNING:
+        """Remember the version of a sandbox seen asleep, and whether it was heard of
+        running since; pass `info` on."""
+        if info is None:
             self._asleep.pop(sandbox_id, None)
+            self._woke.pop(sandbox_id, None)
+        elif info.state is SandboxState.RUNNING:
+            if self._asleep.pop(sandbox_id, None) is not None or sandbox_id in self._woke:
+                _remember(self._woke, sandbox_id, info)
         else:
             _remember(self._asleep, sandbox_id, info.version)
+            self._woke.pop(sandbox_id, None)
         return info
 
     def _count(self, source: str, result: str) -> None:
