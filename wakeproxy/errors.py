@@ -72,6 +72,8 @@ class ProxyError(WakeproxyError):
     status: int = 502
     reason: str = "proxy_error"
     retry_after: float | None = None
+    envd_body: bool = False
+    """Rendered as envd's `{"code", "message"}` only: an answer SDK tests compare whole."""
     held_for: float = 0.0
     """Seconds the request was held for a wake before it got this answer (0: not held)."""
     wake_trigger: bool = False
@@ -120,8 +122,11 @@ class NoSandboxNamed(RouteError):
 
 
 class BadSignature(ProxyError):
+    """Answered for envd (the signed URL names no sandbox to ask), so in envd's body."""
+
     status = 401
     reason = "bad_signature"
+    envd_body = True
 
 
 class Forbidden(ProxyError):

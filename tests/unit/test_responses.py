@@ -3,6 +3,7 @@ import json
 import pytest
 
 from wakeproxy.errors import (
+    BadSignature,
     NotAllowed,
     NotFound,
     Overloaded,
@@ -95,3 +96,9 @@ def test_on_the_sdk_port_a_paused_sandbox_is_the_502_the_sdks_read_as_not_runnin
 )
 def test_on_the_sdk_port_other_answers_pass_unchanged(error: ProxyError) -> None:
     assert for_sdk_port(error) is error
+
+
+def test_a_bad_signature_is_answered_in_envds_own_body() -> None:
+    rendered = render_error(BadSignature("signature is already expired"), html=False)
+    assert rendered.status == 401
+    assert json.loads(rendered.body) == {"code": 401, "message": "signature is already expired"}

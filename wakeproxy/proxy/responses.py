@@ -84,11 +84,11 @@ def render_error(error: ProxyError, *, html: bool, request_id: str | None = None
     if html:
         headers.append(("Content-Type", "text/html; charset=utf-8"))
         return Rendered(error.status, tuple(headers), _error_page(error, request_id))
-    document: dict[str, object] = {
-        "code": error.status,
-        "message": error.message,
-        "reason": error.reason,
-    }
+    document: dict[str, object] = {"code": error.status, "message": error.message}
+    if error.envd_body:
+        headers.append(("Content-Type", "application/json"))
+        return Rendered(error.status, tuple(headers), json.dumps(document).encode())
+    document["reason"] = error.reason
     if error.sandbox_id is not None:
         document["sandboxId"] = error.sandbox_id
     if request_id is not None:
