@@ -34,6 +34,7 @@ SHORT_NAMES: Final[Mapping[str, str]] = {
     "platform.data_dir": "--data-dir",
     "platform.api_key": "--api-key",
     "platform.keep_sandboxes": "--keep-sandboxes",
+    "platform.isolation": "--isolation",
 }
 """Shorter names some settings also answer to, for the commands typed most."""
 

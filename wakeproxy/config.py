@@ -151,6 +151,14 @@ class PlatformConfig:
     """Seconds a sandbox woken by traffic runs at least: its window is max(this, the
     create-time timeout). 0 (the default) keeps exactly the create-time timeout, so short
     idle windows stay short; 300 is E2B's rule."""
+    isolation: str = "runc"
+    """`runc`: each sandbox an OCI container (its own root filesystem, user, PID, mount
+    and network namespaces, seccomp, memory/CPU/pids limits; needs root and runc).
+    `none`: plain processes of this user, for trusted code only (each sandbox marked so)."""
+    sandbox_memory_mb: int = 512
+    """Memory limit of each sandbox (isolated ones), in MiB; reported as `memoryMB`."""
+    sandbox_cpu_count: int = 2
+    """CPUs each sandbox may use (isolated ones); reported as `cpuCount`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +361,9 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
         "platform.domain": lambda value: _domain(value) if value else None,
         "platform.max_sandboxes": _at_least(1),
         "platform.auto_resume_min_timeout": _at_least(0),
+        "platform.isolation": _one_of("runc", "none"),
+        "platform.sandbox_memory_mb": _at_least(64),
+        "platform.sandbox_cpu_count": _at_least(1),
         "log.level": _one_of("debug", "info", "warning", "error"),
         "log.format": _one_of("json", "text"),
         **{f"wake.{name}": _above(0) for name in _WAKE_NUMBERS},

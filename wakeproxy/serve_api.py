@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from wakeproxy.admin import running_admin
 from wakeproxy.config import Config
+from wakeproxy.isolation import sandbox_size
 from wakeproxy.platform.api.app import build_api
 from wakeproxy.platform.api.wire import ApiSettings
 from wakeproxy.platform.control.backend import LocalBackend
@@ -63,6 +64,7 @@ async def running_control_plane(config: Config) -> AsyncIterator[RunningControlP
         broker = await stack.enter_async_context(running_broker(manager.open_socket, root))
         domain = settings.domain or f"localhost:{split_listen(config.proxy.listen)[1]}"
         api_settings = ApiSettings(
+            **sandbox_size(settings),
             domain=domain,
             api_key=settings.api_key or None,
             activity_extends_timeout=settings.activity_extends_timeout,

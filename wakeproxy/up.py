@@ -22,6 +22,7 @@ from wakeproxy.backends.base import SandboxState
 from wakeproxy.config import Config
 from wakeproxy.discovery import Discovered, TargetSource, scrape_targets
 from wakeproxy.errors import ConfigError
+from wakeproxy.isolation import sandbox_runtime, sandbox_size
 from wakeproxy.metrics import Metrics
 from wakeproxy.platform.api.app import build_api
 from wakeproxy.platform.api.wire import ApiSettings
@@ -30,7 +31,6 @@ from wakeproxy.platform.control.census import SandboxCensus
 from wakeproxy.platform.control.holder import DataDirLock
 from wakeproxy.platform.control.manager import SandboxManager
 from wakeproxy.platform.runtime.portbroker import running_broker
-from wakeproxy.platform.runtime.runtime import ProcessRuntime
 from wakeproxy.readiness import Readiness, backend_check
 from wakeproxy.server import Listening, running_proxy, serving_app, split_listen
 from wakeproxy.state.factory import report_health
@@ -124,9 +124,9 @@ async def sandbox_manager(config: Config) -> AsyncIterator[tuple[SandboxManager,
     settings = config.platform
     root = _prepared(data_dir(config))
     with DataDirLock.take(root) as lock:
-        # The whole data dir is the runtime's: it hides it from every sandbox, so no
-        # sandbox sees the records or another sandbox's files.
-        runtime = ProcessRuntime(root, survive_restart=settings.keep_sandboxes)
+        # The data dir is in no sandbox's mount namespace: no sandbox sees the records
+        # or another sandbox's files.
+        runtime = sandbox_runtime(root, settings)
         manager = SandboxManager(
             runtime,
             root,
@@ -207,6 +207,7 @@ async def _platform(
                 report_health(proxy.state, readiness.report)
             domain = settings.domain or f"localhost:{proxy.port}"
             api_settings = ApiSettings(
+                **sandbox_size(settings),
                 domain=domain,
                 api_key=settings.api_key or None,
                 activity_extends_timeout=settings.activity_extends_timeout,

@@ -608,6 +608,7 @@ async def test_a_paused_sandbox_wakes_only_for_what_the_port_asked_for_demands(
 # -- outbound network --------------------------------------------------------------------------
 
 NETWORK_KEY = "wakeproxy.network"
+ISOLATION_KEY = "wakeproxy.isolation"
 STACKS = [name for name in ("pasta", "slirp4netns") if shutil.which(name)]
 
 
@@ -643,25 +644,26 @@ async def test_internet_access_off_leaves_only_loopback_and_on_attaches_a_stack(
     await online.sandbox.kill()
 
 
-async def test_without_namespaces_a_sandbox_shares_host_networking_and_says_so(
+async def test_a_machine_that_cannot_isolate_is_refused_unless_asked_for_no_isolation(
     platforms: Platforms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A machine that refuses new namespaces (as an unprivileged container does): the
-    sandbox still works, and the platform says it shares the host's network."""
-    denying = tmp_path / "denying-bin"
-    denying.mkdir()
-    unshare = denying / "unshare"
-    unshare.write_text(
-        "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n"
-    )
-    unshare.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{denying}{os.pathsep}{os.environ['PATH']}")
-    platform = platforms.start()
-    shared = await create(platforms, platform)
+    """Without runc, `up` exits 2 saying what to install; with `--isolation none` the
+    sandboxes are plain processes, each marked so in its metadata and warned about."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    refused = PlatformProcess(tmp_path / "refused", "--isolation", "runc")
+    (tmp_path / "refused").mkdir()
+    with pytest.raises(RuntimeError, match="exited 2") as raised:
+        refused.start()
+    assert "runc is not installed" in str(raised.value)
+    assert "--isolation none" in str(raised.value)
+    monkeypatch.undo()
 
+    platform = platforms.start("--isolation", "none")
+    shared = await create(platforms, platform)
     info = await shared.sandbox.get_info()
+    assert info.metadata.get(ISOLATION_KEY) == "none"
     assert info.metadata.get(NETWORK_KEY) == "shared-host"
-    assert "share the host's network" in platform.log()
+    assert platform.log().count(f"sandbox {shared.sandbox_id}: not isolated") == 1
     home = (await shared.sandbox.commands.run("echo $HOME")).stdout.strip()
     assert home == str(platform.data_dir / "sandboxes" / shared.sandbox_id / "home")
     await shared.sandbox.kill()

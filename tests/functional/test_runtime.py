@@ -325,7 +325,7 @@ async def test_without_isolation_it_shares_the_host_network(
     assert not info.isolated_network
     assert info.agent_port != AGENT_PORT
     assert info.home == real_home
-    assert any("no namespaces" in warning for warning in info.warnings)
+    assert any("not isolated" in warning for warning in info.warnings)
     assert (await written(spec, "where")).split() == [real_home, real_home]
     # The agent's port is the real one; the E2B agent port maps to it.
     assert await runtime.probe_port("plain", AGENT_PORT)

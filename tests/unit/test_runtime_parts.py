@@ -318,7 +318,7 @@ def test_warnings_say_what_is_missing() -> None:
     assert no_stack.warnings(allow_internet=False) == ()
     shared = _capabilities(isolation=Isolation(False, False, "no unshare"), netstack=None)
     (warning,) = shared.warnings(allow_internet=True)
-    assert "no namespaces" in warning
+    assert "not isolated" in warning
     assert "no unshare" in warning
     signals = _capabilities(hierarchy=None, no_cgroup_reason="read-only")
     assert "SIGSTOP" in " ".join(signals.warnings(allow_internet=True))

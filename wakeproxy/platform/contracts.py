@@ -62,6 +62,9 @@ class RuntimeInfo:
     """"pasta" or "slirp4netns" when attached for outbound traffic, else empty."""
     netstack_pid: int = 0
     netstack_start_time: int = 0
+    isolation: str = ""
+    """"runc": an isolated container; "none": plain processes of the platform's user
+    (trusted code only); "": recorded before this was kept."""
     ends_with_platform: bool = False
     """Started to end with the platform process that started it (not `survive_restart`).
     A later platform that still finds it running ends it instead of taking it back: with

@@ -34,6 +34,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--home", required=True, help="the sandbox user's home directory")
     parser.add_argument("--token", help=f"required X-Access-Token (or ${TOKEN_ENV})")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--accounts",
+        action="store_true",
+        help="act as the sandbox's own `user` and `root` accounts (the agent runs as root)",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=token,
         env=env,
         reap_orphans=reaper,
+        accounts=args.accounts,
     )
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve(config))

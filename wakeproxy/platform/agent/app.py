@@ -53,10 +53,13 @@ class AgentConfig:
     """Collect every ended child, not just our commands: right for the tree's root only."""
     workdir: str | None = None
     """Where an empty path and a command without `cwd` point; the home when None."""
+    accounts: bool = False
+    """The sandbox has accounts of its own (`user`, `root`), and the agent, root there,
+    acts as the one a request names (`paths.Users.from_accounts`)."""
 
 
 def create_app(config: AgentConfig) -> web.Application:
-    users = paths.Users(config.home)
+    users = paths.Users.from_accounts() if config.accounts else paths.Users(config.home)
     reaper = ChildReaper(config.reap_orphans)
     clock = ActiveClock()
     table = ProcessTable(reaper, clock)

@@ -33,7 +33,7 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader, web
 from aiohttp.hdrs import CONTENT_DISPOSITION
 
-from wakeproxy.platform.agent import auth, metadata, paths
+from wakeproxy.platform.agent import auth, identity, metadata, paths
 from wakeproxy.platform.agent.errors import FilesError, PathError, UnknownUser
 
 CHUNK = 256 * 1024
@@ -128,7 +128,7 @@ class FilesEndpoint:
         if raw is None:
             raise FilesError(400, "path query parameter is required for raw body upload")
         path = self._resolve(raw, user)
-        await _write_file(path, request.content.iter_chunked(CHUNK), given)
+        await _write_file(path, request.content.iter_chunked(CHUNK), user, given)
         return path
 
     async def _upload_multipart(
@@ -151,7 +151,7 @@ class FilesEndpoint:
                     f"you cannot upload multiple files to the same path '{path}' in one upload "
                     "request, only the first specified file was uploaded",
                 )
-            await _write_file(path, _part_chunks(part), given)
+            await _write_file(path, _part_chunks(part), user, given)
             written.append(path)
         return written
 
@@ -251,11 +251,13 @@ def _written(path: str, given: dict[str, str]) -> dict[str, object]:
     return info
 
 
-async def _write_file(path: str, chunks: AsyncIterator[bytes], given: dict[str, str]) -> None:
-    """Create or truncate `path` (and its missing parent directories), stream into it, and
-    make `given` its whole metadata. A write that fails (a full disk: 507) removes what it
-    wrote: no partial file stays."""
-    file = await asyncio.to_thread(_create, path)
+async def _write_file(
+    path: str, chunks: AsyncIterator[bytes], user: paths.User, given: dict[str, str]
+) -> None:
+    """Create or truncate `path` (and its missing parent directories) as `user`, stream
+    into it, and make `given` its whole metadata. A write that fails (a full disk: 507)
+    removes what it wrote: no partial file stays."""
+    file = await identity.run_as(user, _create, path)
     try:
         try:
             metadata.replace(path, given)

@@ -9,14 +9,13 @@ would otherwise stall every other call for as long as they take.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import errno
 import os
 import posixpath
 import shutil
 
-from wakeproxy.platform.agent import entries, messages, paths
+from wakeproxy.platform.agent import entries, identity, messages, paths
 from wakeproxy.platform.agent.errors import PathError, RpcError
 from wakeproxy.platform.agent.jsonpb import JsonObject
 from wakeproxy.platform.agent.process_service import user_of
@@ -49,12 +48,12 @@ class FilesystemService:
     async def list_dir(self, call: Call, message: JsonObject) -> JsonObject:
         path = self._path(call, message)
         depth = messages.parse_depth(message) or 1
-        found = await asyncio.to_thread(_walk, path, depth)
+        found = await identity.run_as(user_of(call, self._users), _walk, path, depth)
         return {"entries": [messages.entry_info(entry) for entry in found]}
 
     async def make_dir(self, call: Call, message: JsonObject) -> JsonObject:
         path = self._path(call, message)
-        await asyncio.to_thread(_make_dir, path)
+        await identity.run_as(user_of(call, self._users), _make_dir, path)
         name = posixpath.basename(path.rstrip("/")) or "/"
         entry = messages.Entry(name=name, type="FILE_TYPE_DIRECTORY", path=path)
         return {"entry": messages.entry_info(entry)}
@@ -62,12 +61,12 @@ class FilesystemService:
     async def move(self, call: Call, message: JsonObject) -> JsonObject:
         source = self._path(call, message, "source")
         destination = self._path(call, message, "destination")
-        await asyncio.to_thread(_move, source, destination)
+        await identity.run_as(user_of(call, self._users), _move, source, destination)
         return {"entry": messages.entry_info(_entry(destination))}
 
     async def remove(self, call: Call, message: JsonObject) -> JsonObject:
         path = self._path(call, message)
-        await asyncio.to_thread(_remove, path)
+        await identity.run_as(user_of(call, self._users), _remove, path)
         return {}
 
 

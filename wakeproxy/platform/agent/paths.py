@@ -5,17 +5,20 @@ path is under the home, an absolute path is taken as it is. A request names its 
 in `Authorization: Basic base64("<user>:")` (Connect calls) or `?username=` (`/files`);
 without one it acts as the default user.
 
-A sandbox here is one Unix account's process tree, so its users are names, not uids:
-`user` and `root` both exist (they are the only names E2B's API accepts), both run as
-the agent's own uid, and both have the sandbox's home as their home, because `/root`
-outside a private mount namespace would be the host's.
+In an isolated sandbox (`Users.from_accounts`) they are its accounts: `user` (uid 1000,
+HOME /home/user) and `root`, and the agent, root inside, runs commands and touches files
+as the one a request names. Without isolation the sandbox is one Unix account's process
+tree, so its users are names only: both run as the agent's own uid, and both have the
+sandbox's home as their home, because `/root` there would be the host's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import grp
 import posixpath
+import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +32,10 @@ USER_NAMES = ("user", "root")
 class User:
     name: str
     home: str
+    uid: int | None = None
+    """None: act as the agent itself (a sandbox without accounts of its own)."""
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
 
 
 class Users:
@@ -39,6 +46,17 @@ class Users:
         if default not in self._users:
             raise ValueError(f"default user {default!r} is not one of {sorted(self._users)}")
         self.default = self._users[default]
+
+    @classmethod
+    def from_accounts(cls, names: Iterable[str] = USER_NAMES) -> Users:
+        """The sandbox's own accounts (its /etc/passwd), acted as by uid and gid."""
+        users = cls("/", names)
+        for name in users._users:
+            entry = pwd.getpwnam(name)
+            groups = tuple(g.gr_gid for g in grp.getgrall() if name in g.gr_mem)
+            users._users[name] = User(name, entry.pw_dir, entry.pw_uid, entry.pw_gid, groups)
+        users.default = users._users[users.default.name]
+        return users
 
     def lookup(self, name: str | None) -> User:
         """The named user, or the default one for None; raises `UnknownUser`."""

@@ -160,6 +160,9 @@ class ProcessService:
             env=env,
             stdin=request.stdin is not False,
             pty=request.pty,
+            uid=user.uid,
+            gid=user.gid,
+            groups=user.groups,
         )
 
     async def _follow(self, call: Call, process: Process, sender: StreamSender) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import struct
 import subprocess
@@ -30,6 +31,10 @@ class LaunchSpec:
     env: Mapping[str, str]
     stdin: bool
     pty: PtySize | None
+    uid: int | None = None
+    """Run as this uid (and `gid`, `groups`); None: as the agent."""
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,7 @@ def _launch_pty(spec: LaunchSpec, size: PtySize) -> Launched:
     master, slave = os.openpty()
     try:
         set_window_size(master, size)
-        popen = _popen(spec, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_take_terminal)
+        popen = _popen(spec, stdin=slave, stdout=slave, stderr=slave, terminal=True)
     except BaseException:
         os.close(master)
         raise
@@ -86,7 +91,11 @@ def _launch_pty(spec: LaunchSpec, size: PtySize) -> Launched:
     return Launched(popen, {master: "pty"}, None, master)
 
 
-def _popen(spec: LaunchSpec, **streams: object) -> subprocess.Popen[bytes]:
+def _popen(
+    spec: LaunchSpec, *, terminal: bool = False, **streams: object
+) -> subprocess.Popen[bytes]:
+    if terminal or spec.uid is not None:
+        streams["preexec_fn"] = functools.partial(_in_child, terminal, spec)
     try:
         popen: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
             list(spec.argv),
@@ -108,10 +117,22 @@ def _close(fds: list[int]) -> None:
             os.close(fd)
 
 
-def _take_terminal() -> None:
-    # Runs in the child between fork and exec: make the pty its controlling terminal.
-    # It is one ioctl, so it takes none of the locks another thread might have held.
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _in_child(terminal: bool, spec: LaunchSpec) -> None:
+    # Runs in the child between fork and exec, so only single system calls, which take
+    # none of the locks another thread might have held (the child has one thread).
+    if terminal:  # make the pty its controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if spec.uid is None or spec.gid is None:
+        return
+    # In a sandbox the agent is one process among the user's: when the sandbox runs out
+    # of memory (a hog, a fork bomb), the kernel kills the user's first, and the sandbox
+    # stays reachable. Done before the uid changes: /proc/self is then no longer ours.
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    os.write(fd, b"1000")
+    os.close(fd)
+    os.setgroups(list(spec.groups))
+    os.setgid(spec.gid)
+    os.setuid(spec.uid)
 
 
 def set_window_size(fd: int, size: PtySize) -> None:

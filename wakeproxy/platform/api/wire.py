@@ -35,6 +35,7 @@ from wakeproxy.platform.control.records import CreateRequest, SandboxRecord
 
 ACTIVITY_EXTENDS_KEY: Final = "wakeproxy.activityExtendsTimeout"
 NETWORK_KEY: Final = "wakeproxy.network"  # in metadata when a sandbox shares host networking
+ISOLATION_KEY: Final = "wakeproxy.isolation"  # in metadata: "none" for an unisolated sandbox
 CLIENT_ID: Final = "wakeproxy"
 
 _UNSUPPORTED_NETWORK = ("allowOut", "denyOut", "rules", "egressProxy")
@@ -204,6 +205,8 @@ def listed_json(record: SandboxRecord, settings: ApiSettings) -> dict[str, Any]:
     metadata = dict(record.metadata)
     if record.runtime is not None and not record.runtime.isolated_network:
         metadata[NETWORK_KEY] = "shared-host"
+    if record.runtime is not None and record.runtime.isolation == "none":
+        metadata[ISOLATION_KEY] = "none"
     return {
         "templateID": record.template_id,
         "alias": record.template_id,

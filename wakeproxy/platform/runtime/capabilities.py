@@ -54,8 +54,8 @@ class Capabilities:
         found = []
         if not self.isolation.namespaces:
             found.append(
-                "no namespaces for sandboxes "
-                f"({self.isolation.reason or 'disabled'}): sandboxes share the host's "
+                "not isolated: code in this sandbox runs as this platform's user on the host "
+                f"({self.isolation.reason or 'disabled'}); sandboxes share the host's "
                 "network (each agent on its own port, ports may clash between sandboxes) "
                 "and /home/user is not remapped (HOME is the sandbox's real folder)"
             )

@@ -122,7 +122,7 @@ class ProcessRuntime:
     async def start(self, spec: SandboxSpec) -> RuntimeInfo:
         """Start the sandbox; returns once its agent answers GET /health."""
         caps = await self.capabilities()
-        sandbox_id = _checked(spec.sandbox_id)
+        sandbox_id = checked_id(spec.sandbox_id)
         if not spec.allow_internet and not caps.isolation.namespaces:
             # Sharing the host's network would grant what the sandbox was to be denied.
             reason = caps.isolation.reason or "isolation turned off"
@@ -158,7 +158,7 @@ class ProcessRuntime:
         """End every process of the sandbox and remove its cgroup; afterwards none is left.
         Also ends what is left of a sandbox this runtime has no handle on (a start that
         never finished, a platform that crashed). Killing twice is fine."""
-        sandbox = self._sandboxes.pop(_checked(sandbox_id), None)
+        sandbox = self._sandboxes.pop(checked_id(sandbox_id), None)
         if (watch := self._watches.pop(sandbox_id, None)) is not None:
             watch.cancel()
         if sandbox is not None:
@@ -189,7 +189,7 @@ class ProcessRuntime:
         and carries this data dir's marker for this sandbox). When it is gone, whatever
         is left of it is ended and the answer is False."""
         caps = await self.capabilities()
-        sandbox_id = _checked(spec.sandbox_id)
+        sandbox_id = checked_id(spec.sandbox_id)
         if sandbox_id in self._sandboxes:
             return True
         marker = self._settings.marker(sandbox_id)
@@ -309,7 +309,7 @@ class ProcessRuntime:
         return sandbox
 
 
-def _checked(sandbox_id: str) -> str:
+def checked_id(sandbox_id: str) -> str:
     # The id names a cgroup folder: nothing that could climb out of it.
     if not _SANDBOX_ID.fullmatch(sandbox_id):
         raise ValueError(f"sandbox id {sandbox_id!r} is not usable as a folder name")

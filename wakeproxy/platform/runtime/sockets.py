@@ -42,13 +42,14 @@ class NamespaceSockets:
         """A descriptor of the namespace this process's sockets normally live in."""
         return self._own
 
-    def create(self, netns_fd: int) -> socket.socket:
-        """An unconnected, non-blocking TCP socket in the namespace `netns_fd`."""
+    def create(self, netns_fd: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """An unconnected, non-blocking IPv4 socket (TCP unless `kind` says otherwise) in
+        the namespace `netns_fd`."""
         if self._own < 0:
             raise ConnectionRefusedError("the sandbox runtime is closed")
         setns(netns_fd, CLONE_NEWNET)
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET, kind)
         finally:
             self._return()
         sock.setblocking(False)

@@ -90,6 +90,7 @@ def launch_root(spec: SandboxSpec, caps: Capabilities, settings: Settings) -> Sa
         cgroup="" if group is None else str(group),
         freezer=caps.hierarchy.kind if caps.hierarchy is not None else "signal",
         ends_with_platform=settings.die_with_platform,
+        isolation="namespaces" if isolated else "none",
     )
     sandbox = Sandbox(info, root, group_for(info, root), broker=config.broker)
     sandbox.log, sandbox.log_offset = log_path, offset
