@@ -114,6 +114,23 @@ class Gateway:
         if not self._quiet(method, path, headers):
             self.coordinator.record_activity(target.sandbox_id)
 
+    def forwarding(self, target: Target) -> None:
+        """A request to `target` is being forwarded: its sandbox is busy until `forwarded`."""
+        self.in_flight.begin(target.sandbox_id)
+
+    def forwarded(self, target: Target) -> None:
+        self.in_flight.end(target.sandbox_id)
+
+    def refused(self, target: Target) -> None:
+        """The port refused a connection, so nothing was sent: the sandbox may have been
+        paused under us; what is known of it is forgotten, and the next `resolve` asks."""
+        self.coordinator.invalidate(target.sandbox_id)
+
+    async def serving(self, target: Target) -> None:
+        """Return once `target`'s port serves (waking its sandbox): the waiting page's
+        long-poll. Raises the `ProxyError` a held request would get."""
+        await self.coordinator.acquire(target.sandbox_id, target.port)
+
     def running_now(self, target: Target) -> bool:
         """Before relaying a WebSocket message: True (and the activity noted) when the
         sandbox is running as far as the cache knows; else `ensure_running` must wake it."""

@@ -25,6 +25,7 @@ from typing import cast
 import httptools
 
 from wakeproxy.errors import BodyTimeout, HeadTooLarge, ProxyError, RouteError
+from wakeproxy.proxy.decisions import client_keeps_alive
 from wakeproxy.proxy.exchange import Exchange, Services
 from wakeproxy.proxy.responses import render_error
 from wakeproxy.proxy.tunnel import GOING_AWAY, Gate, Tunnel, Wake
@@ -36,6 +37,7 @@ from wakeproxy.proxy.wire import (
     Framing,
     FramingError,
     MalformedRequest,
+    RequestHead,
     body_due,
     check_version,
     encoded,
@@ -248,23 +250,18 @@ class ClientConnection(asyncio.Protocol):
             # llhttp hands over what follows an upgrade request's head unparsed, so a
             # body there could not be told from the next request.
             raise FramingError("a request asking for a protocol upgrade cannot have a body")
-        keep_alive = (
-            parser.should_keep_alive()
-            and not websocket
-            and not self._listener.closing
-            and self._services.idle_timeout > 0
+        keep_alive = client_keeps_alive(
+            parser.should_keep_alive(),
+            websocket=websocket,
+            closing=self._listener.closing,
+            idle_timeout=self._services.idle_timeout,
         )
         exchange = Exchange(
             self,
             self._services,
-            method,
-            target,
-            version,
-            headers,
-            self._host,
-            keep_alive,
-            framing,
-            websocket=websocket,
+            RequestHead(
+                method, target, version, headers, self._host, keep_alive, framing, websocket
+            ),
         )
         self._upgrading = websocket
         self._incoming = exchange

@@ -38,7 +38,7 @@ from wakeproxy.errors import (
     UpstreamTimeout,
 )
 from wakeproxy.gateway import Gateway
-from wakeproxy.proxy.decisions import may_resend
+from wakeproxy.proxy.decisions import continue_expected, may_resend
 from wakeproxy.proxy.headers import (
     ForwardedRules,
     Headers,
@@ -47,6 +47,7 @@ from wakeproxy.proxy.headers import (
     wait_headers,
 )
 from wakeproxy.proxy.pages import WAIT_PATH, waiting_page
+from wakeproxy.proxy.phase import HEAD_SENT, Phase, moved
 from wakeproxy.proxy.requestid import RequestIds
 from wakeproxy.proxy.responses import for_sdk_port, render_error, wants_html
 from wakeproxy.proxy.signed import signed_file, signed_target
@@ -57,6 +58,7 @@ from wakeproxy.proxy.wire import (
     MAX_HEAD,
     MAX_LINE,
     Framing,
+    RequestHead,
     chunk,
     decoded_path,
     encoded,
@@ -139,17 +141,15 @@ class Exchange:
         "_buffered",
         "_conn",
         "_extra",
-        "_finished",
-        "_head_sent",
         "_held_for",
         "_in_flight",
         "_link",
         "_out",
         "_pending",
+        "_phase",
         "_raw_method",
         "_raw_origin",
         "_reason",
-        "_released",
         "_request_id",
         "_retried",
         "_services",
@@ -175,35 +175,23 @@ class Exchange:
         "websocket",
     )
 
-    def __init__(
-        self,
-        conn: ClientConnection,
-        services: Services,
-        method: bytes,
-        target: bytes,
-        version: str,
-        headers: Headers,
-        host: bytes | None,
-        keep_alive: bool,
-        framing: Framing,
-        *,
-        websocket: bool = False,
-    ) -> None:
+    def __init__(self, conn: ClientConnection, services: Services, head: RequestHead) -> None:
         self._conn = conn
         self._services = services
         self._started = time.perf_counter()
+        method, target, framing = head.method, head.target, head.framing
         self.method = method.decode("ascii")
         self.origin = origin_form(target.decode("latin-1"))
         self.path = decoded_path(self.origin)
         # As they go upstream: the client's own bytes unless the target had to change.
         self._raw_method = method
         self._raw_origin = target  # already in the form the upstream gets (`upstream_target`)
-        self.version = version
-        self.headers = headers
-        self.host = host  # the Host header as sent, None without one
-        self.keep_alive = keep_alive
+        self.version = head.version
+        self.headers = head.headers
+        self.host = head.host
+        self.keep_alive = head.keep_alive  # turned off when this answer must end it
         self.framing = framing
-        self.websocket = websocket  # a handshake: answered by a tunnel, or refused
+        self.websocket = head.websocket
         self.body_done = framing is Framing.NONE
         self.body_bytes = 0
         self._body: list[bytes] | None = []  # read ahead of a link; None once one took it
@@ -226,9 +214,7 @@ class Exchange:
         self._status = 0
         self._out = Framing.NONE
         self._pending: list[bytes] = []  # response bytes to write at the end of a read
-        self._head_sent = False
-        self._finished = False
-        self._released = False
+        self._phase = Phase.ROUTING
 
     @property
     def request_id(self) -> bytes:
@@ -282,9 +268,7 @@ class Exchange:
     def feed_body(self, data: bytes) -> None:
         link = self._link
         if link is not None:
-            link.write(chunk(data) if self.framing is Framing.CHUNKED else data)
-            # An upload is no silence, and the wait for the head starts at its end.
-            link.last_read = link.sent_at = self._services.pool.loop.time()
+            link.send_more(chunk(data) if self.framing is Framing.CHUNKED else data)
         elif self._body is not None:
             self._body.append(data)
             self._buffered += len(data)
@@ -297,8 +281,8 @@ class Exchange:
         self.body_done = True
         link = self._link
         if link is not None and self.framing is Framing.CHUNKED:
-            link.write(LAST_CHUNK)
-        if self._finished:
+            link.send_more(LAST_CHUNK)
+        if self.finished:
             self._release()
 
     def client_congested(self, congested: bool) -> None:
@@ -315,7 +299,7 @@ class Exchange:
         cut; either way the connection then closes (where the next request would start
         is unknown)."""
         self.keep_alive = False
-        if self._finished:
+        if self.finished:
             self._release()
             return
         if self._task is not None:
@@ -324,7 +308,7 @@ class Exchange:
         if link is not None:
             self._link = None
             link.close()
-        if self._head_sent:
+        if self._phase in HEAD_SENT:
             self._cut()
             return
         if self._target is not None and error.sandbox_id is None:
@@ -334,7 +318,7 @@ class Exchange:
     def shed(self) -> None:
         """The proxy stops: 503 if nothing was answered yet (the sandbox may still be
         waking, or a connection to it be awaited), else the answer is cut."""
-        if self._finished:
+        if self.finished:
             return
         self.give_up(
             ShuttingDown(
@@ -346,10 +330,10 @@ class Exchange:
     @property
     def finished(self) -> bool:
         """Answered (perhaps still reading the rest of a request body it will drop)."""
-        return self._finished
+        return self._phase >= Phase.ANSWERED
 
     def client_gone(self) -> None:
-        if self._finished:
+        if self.finished:
             return
         if self._task is not None:
             self._task.cancel()
@@ -358,11 +342,12 @@ class Exchange:
             self._link = None
             link.close()
         self.keep_alive = False
-        self._finish(self._status if self._head_sent else CLIENT_GONE)
+        self._finish(self._status if self._phase in HEAD_SENT else CLIENT_GONE)
 
     # -- getting a link to the upstream ------------------------------------------------
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._phase = moved(self._phase, Phase.WAITING)
         self._task = asyncio.get_running_loop().create_task(work)
 
     async def _slow(
@@ -388,7 +373,7 @@ class Exchange:
                     return
                 # Nothing accepted the connection, so nothing was sent: the sandbox may
                 # have been paused under us, and the wake path brings it back.
-                services.gateway.coordinator.invalidate(target.sandbox_id)
+                services.gateway.refused(target)
                 acquired = None
         except StillWaking as waking:
             self._waiting(waking)
@@ -443,7 +428,7 @@ class Exchange:
         # again by the session's next message.
         if not self._in_flight and not self.websocket:
             self._in_flight = True
-            self._services.gateway.in_flight.begin(target.sandbox_id)
+            self._services.gateway.forwarding(target)
 
     # -- forwarding --------------------------------------------------------------------
 
@@ -452,24 +437,21 @@ class Exchange:
         assert target is not None
         self._note_held(acquired)
         self._begin_in_flight(target)
+        self._phase = moved(self._phase, Phase.ATTACHED)
         services = self._services
         conn = self._conn
         self._link = link
-        link.sink = self
-        link.head_request = self.method == "HEAD"
-        services.pool.watch(link)
         headers = services.rules.upstream_request_headers(
             self.headers, conn.peer_ip, conn.scheme, self.host or conn.local_host, self.request_id
         )
         if services.tracer is not None and self._traced_now(services.tracer):
             headers = self._traced_upstream(services.tracer, acquired, headers)
         if self.websocket:
-            link.upgrading = True
             headers.extend(_UPGRADE)
         out = [request_head(self._raw_method, self._raw_origin, headers, self.framing)]
         body = self._body
         self._body = None
-        if not self.body_done and _expects_continue(self.headers, self.version):
+        if continue_expected(self.headers, self.version, body_to_come=not self.body_done):
             conn.write(CONTINUE)
         if body and self.framing is Framing.CHUNKED:
             out.extend(chunk(piece) for piece in body)
@@ -477,7 +459,7 @@ class Exchange:
             out.extend(body)
         if self.body_done and self.framing is Framing.CHUNKED:
             out.append(LAST_CHUNK)
-        link.write(b"".join(out))
+        link.send(self, b"".join(out), head_request=self.method == "HEAD", upgrading=self.websocket)
         if self._buffered > _BUFFER_LIMIT:
             conn.resume_reading_for_body()
 
@@ -486,7 +468,7 @@ class Exchange:
         stream may last."""
         self._link = None
         self._services.recorder.upstream_error("timeout")
-        if self._head_sent:
+        if self._phase in HEAD_SENT:
             self._cut()
             return
         target = self._target
@@ -506,7 +488,7 @@ class Exchange:
         if self.websocket:
             if status == 101:
                 pairs = [*downstream_response_headers(headers), *_UPGRADE, *(self._extra or ())]
-                self._head_sent = True
+                self._phase = moved(self._phase, Phase.ANSWERING)
                 self._pending.append(
                     response_head(self.version, 101, reason, pairs, Framing.NONE, True)
                 )
@@ -521,7 +503,7 @@ class Exchange:
             pairs.extend(self._extra)
         if out is Framing.CLOSE:
             self.keep_alive = False
-        self._head_sent = True
+        self._phase = moved(self._phase, Phase.ANSWERING)
         self._pending.append(
             response_head(self.version, status, reason, pairs, out, self.keep_alive)
         )
@@ -554,7 +536,7 @@ class Exchange:
     def upstream_failed(self, error: str) -> None:
         link = self._link
         self._link = None
-        if self._head_sent:
+        if self._phase in HEAD_SENT:
             self._services.recorder.upstream_error("aborted")
             self._cut()
             return
@@ -589,6 +571,7 @@ class Exchange:
         assert link is not None
         assert target is not None
         self._link = None
+        self._phase = moved(self._phase, Phase.TUNNELLED)
         gateway = self._services.gateway
         self._conn.hand_to_tunnel(
             link,
@@ -609,7 +592,7 @@ class Exchange:
     async def _wait(self, target: Target) -> None:
         """The waiting page's long-poll: answers 200 once the sandbox serves the port."""
         try:
-            await self._services.gateway.coordinator.acquire(target.sandbox_id, target.port)
+            await self._services.gateway.serving(target)
         except ProxyError as error:
             self._reject(error)
             return
@@ -655,7 +638,7 @@ class Exchange:
         self._answer(rendered.status, headers, rendered.body)
 
     def _answer(self, status: int, headers: Headers, body: bytes) -> None:
-        if self._finished:
+        if self.finished:
             return
         self._body = None  # whatever is still to come of the request body is dropped
         headers.append((b"X-Request-Id", self.request_id))
@@ -679,13 +662,13 @@ class Exchange:
     # -- the end ----------------------------------------------------------------------
 
     def _finish(self, status: int) -> None:
-        if self._finished:
+        if self.finished:
             return
-        self._finished = True
+        self._phase = moved(self._phase, Phase.ANSWERED)
         services = self._services
         target = self._target
         if self._in_flight and target is not None:
-            services.gateway.in_flight.end(target.sandbox_id)
+            services.gateway.forwarded(target)
         seconds = time.perf_counter() - self._started
         if services.tracer is not None and self._traced_now(services.tracer):
             services.tracer.finished(self._traced(), self._spans, status)
@@ -748,8 +731,8 @@ class Exchange:
         return kept
 
     def _release(self) -> None:
-        if not self._released:
-            self._released = True
+        if self._phase is Phase.ANSWERED:
+            self._phase = Phase.RELEASED
             self._conn.exchange_done(self)
 
 
@@ -757,11 +740,3 @@ _FAILURES = {
     "protocol": "did not answer with HTTP",
     "too_large": f"sent a response header line over {MAX_LINE} bytes or a head over {MAX_HEAD}",
 }
-
-
-def _expects_continue(headers: Headers, version: str) -> bool:
-    if version == "1.0":
-        return False
-    return any(
-        name.lower() == b"expect" and value.lower() == b"100-continue" for name, value in headers
-    )

@@ -261,6 +261,23 @@ class Link(asyncio.Protocol):
 
     # -- used by the pool and by sinks -------------------------------------------------
 
+    def send(self, sink: ResponseSink, data: bytes, *, head_request: bool, upgrading: bool) -> None:
+        """Carry `sink`'s request: `data` (its head, and what of its body is at hand) goes
+        out now, and what the upstream answers is reported to `sink`, timed from now.
+        `head_request`: a HEAD, whose answer ends at its head; `upgrading`: a WebSocket
+        handshake, for which a 101 is the answer."""
+        self.sink = sink
+        self.head_request = head_request
+        self.upgrading = upgrading
+        self._pool.watch(self)
+        self.write(data)
+
+    def send_more(self, data: bytes) -> None:
+        """More of the request's body: an upload is no silence, and the wait for the
+        answer's head starts again from its last byte."""
+        self.write(data)
+        self.last_read = self.sent_at = self._pool.loop.time()
+
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 Headers = list[tuple[bytes, bytes]]
@@ -65,6 +66,24 @@ class Framing(enum.Enum):
     LENGTH = 1  # Content-Length: passed on byte for byte
     CHUNKED = 2  # re-chunked by the proxy as the pieces arrive
     CLOSE = 3  # ends when the connection does (a response only)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A parsed request head, as the client connection hands it to its exchange."""
+
+    method: bytes
+    target: bytes
+    """As the upstream gets it (`upstream_target`)."""
+    version: str
+    headers: Headers
+    host: bytes | None
+    """The Host header as sent; None without one."""
+    keep_alive: bool
+    """Whether the client's connection may carry another request after this one."""
+    framing: Framing
+    websocket: bool = False
+    """A WebSocket handshake: answered by a tunnel, or refused."""
 
 
 def chunk(data: bytes) -> bytes:
