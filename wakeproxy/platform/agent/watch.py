@@ -77,7 +77,10 @@ class Watch:
         self._options = options
         self._root = options.path.rstrip("/") or "/"
         _check_directory(self._root)
-        self._inotify = Inotify(sync_timeout=0)
+        try:
+            self._inotify = Inotify(sync_timeout=0)
+        except OSError as exc:  # EMFILE: fs.inotify.max_user_instances reached
+            raise RpcError("resource_exhausted", f"cannot watch {self._root}: {exc}") from None
         self._ready: list[JsonObject] = []
         self._arrived: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
