@@ -349,6 +349,34 @@ async def test_the_timeout_puts_idle_containers_to_sleep_as_their_labels_say(
     assert docker.events(stopped[1], "start", since) == 1
 
 
+async def test_in_idle_mode_traffic_through_either_replica_keeps_a_container_awake(
+    docker: DockerDaemon,
+    containers: Callable[..., str],
+    proxies: Proxies,
+    redis_server: RedisServer,
+) -> None:
+    labels = {"wakeproxy.timeout": "4", "wakeproxy.activity_extends_timeout": "true"}
+    sandbox_id, container_id = split(containers(labels))
+    replicas = await proxies(
+        2,
+        *("--redis-url", redis_server.url),
+        WAKEPROXY_WAKE_ACTIVITY_INTERVAL="0.2",
+        WAKEPROXY_STATE_TIMEOUT="2",
+    )
+    since = time.time()
+    async with client_session() as session:
+        # Traffic through one replica only, for longer than the timeout: whichever replica
+        # holds the timeouts lease sees it through the store's last-activity set.
+        while time.time() < since + 6:
+            assert (await get(session, replicas[1], sandbox_id))[:2] == (200, PAGE)
+            await asyncio.sleep(0.25)
+    assert docker.events(container_id, "pause", since) == 0
+    await until(
+        lambda: asyncio.to_thread(lambda: docker.status(container_id) == "paused"),
+        "the idle container to be paused",
+    )
+
+
 # -- addresses, readiness --------------------------------------------------------------------
 
 
