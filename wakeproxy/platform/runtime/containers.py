@@ -219,6 +219,7 @@ class RuncRuntime:
             if isinstance(result, BaseException):
                 log.error("ending a sandbox at shutdown failed: %s", result)
         self.detach()
+        _remove_empty_parents(self._key)
 
     def detach(self) -> None:
         """Forget every sandbox, leaving the containers running (for the next start)."""
@@ -452,6 +453,7 @@ class RuncRuntime:
         if not await poll_until(lambda: not any(s.alive() for s in stacks), 5.0):
             raise WakeproxyError(f"the network stack of sandbox {sandbox_id} did not end")
         await asyncio.to_thread(rootfs.unmount_root, rootfs.mount_point(self._key, sandbox_id))
+        _remove_groups(f"wakeproxy-{self._key}/{sandbox_id}")
 
     def _marker(self, sandbox_id: str) -> str:
         return f"{self._key}/{sandbox_id}"
@@ -519,6 +521,26 @@ def _freezer_group(path: str) -> tuple[str, str]:
     if (CGROUP_ROOT / "freezer").is_dir():
         return "cgroup1", str(CGROUP_ROOT / "freezer" / path)
     return "cgroup2", str(CGROUP_ROOT / path)
+
+
+def _hierarchies() -> list[Path]:
+    return [path for path in CGROUP_ROOT.iterdir() if path.is_dir()] + [CGROUP_ROOT]
+
+
+def _remove_groups(path: str) -> None:
+    """What runc may leave of a deleted container's cgroups (an empty folder in a
+    hierarchy it did not clean up)."""
+    for hierarchy in _hierarchies():
+        with contextlib.suppress(OSError):
+            (hierarchy / path).rmdir()
+
+
+def _remove_empty_parents(key: str) -> None:
+    """The folders runc made for this data dir's cgroups, and its mount points' folder,
+    once no sandbox is left in them."""
+    for folder in (*(h / f"wakeproxy-{key}" for h in _hierarchies()), rootfs.RUN_DIR / key):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _memory_group(path: str) -> Path:
