@@ -36,11 +36,11 @@ COPY wakeproxy ./wakeproxy
 RUN pip install --no-deps . && python3 -m compileall -q /opt/wakeproxy
 
 FROM python
-# passt (pasta) gives sandboxes of `up` their outbound network where the container may
-# make namespaces (docs/deploy.md, "up in a container").
+# runc runs the sandboxes of `up` and passt (pasta) gives them their outbound network,
+# where the container may make namespaces and cgroups (docs/deploy.md, "up in a container").
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends passt \
+    && apt-get install -y --no-install-recommends passt runc \
     && rm -rf /var/lib/apt/lists/*
 ARG VERSION=0.1.0
 ARG REVISION=unknown
