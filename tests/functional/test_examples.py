@@ -243,7 +243,10 @@ def count(path: Path) -> int:
 
 
 def timed_out(platform: PlatformProcess, sandbox: Any) -> bool:
-    return f"sandbox {sandbox.sandbox_id} timed out: pause" in platform.log_path.read_text()
+    """Whether the platform logged the sandbox's timeout (its lifecycle line, as text)."""
+    event = f"sandbox timeout event=timeout sandbox_id={sandbox.sandbox_id} "
+    lines = platform.log_path.read_text().splitlines()
+    return any(event in line and "action=pause" in line for line in lines)
 
 
 # -- done when: a paused sandbox's processes do not run ------------------------------------
