@@ -31,6 +31,9 @@ from wakeproxy.wake.settings import WakeSettings
 
 ENV_PREFIX: Final = "WAKEPROXY"
 CONFIG_ENV: Final = "WAKEPROXY_CONFIG"
+# Read when the package is built (build_backend/wakeproxy_build.py: 1 builds pure Python),
+# not by the proxy, so it may stay set where the proxy runs.
+BUILD_ENV: Final = "WAKEPROXY_PURE"
 """Names the TOML file when no `--config` is given."""
 SECRETS: Final = ("platform.api_key", "backend.api_key", "state.redis_url")
 """Settings that may also come from a file, `WAKEPROXY_<SECTION>_<KEY>_FILE` (a Kubernetes
@@ -412,7 +415,8 @@ def load_config(
     one `WAKEPROXY_CONFIG` names), then defaults.
 
     `env` defaults to `os.environ`; every `WAKEPROXY_*` name in it must be a setting, the
-    `_FILE` form of a secret, `WAKEPROXY_CONFIG` or a Kubernetes service link (ignored,
+    `_FILE` form of a secret, `WAKEPROXY_CONFIG`, `WAKEPROXY_PURE` (the build's) or a
+    Kubernetes service link (ignored,
     see `service_links`). `flags` maps key paths (`"proxy.listen"`) to typed values or
     strings; None means the flag was not given. Raises `ConfigError` listing every problem.
     """
@@ -427,7 +431,9 @@ def load_config(
         prefix=ENV_PREFIX,
         checks=CHECKS,
         secrets=SECRETS,
-        ignore_env=lambda name: name == CONFIG_ENV or _SERVICE_LINK.fullmatch(name) is not None,
+        ignore_env=lambda name: (
+            name in (CONFIG_ENV, BUILD_ENV) or _SERVICE_LINK.fullmatch(name) is not None
+        ),
     )
     problems = _contradictions(config)
     if problems:

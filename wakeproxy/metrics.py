@@ -59,16 +59,26 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from wakeproxy.collectors import BuildInfo, ProcessGroupCollector
 
 # A wake spans a thawed process answering in a millisecond to a VM restore taking a minute.
-WAKE_BUCKETS: Final = (
+WAKE_BUCKETS: Final[tuple[float, ...]] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 )  # fmt: skip
 # A forwarded request: 0.1 ms (loopback, small answer) to 10 s (slow upstreams, uploads).
-REQUEST_BUCKETS: Final = (
+REQUEST_BUCKETS: Final[tuple[float, ...]] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 )  # fmt: skip
 # A WebSocket session: a probe that closes at once to a terminal left open all day.
-SESSION_BUCKETS: Final = (0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+SESSION_BUCKETS: Final[tuple[float, ...]] = (
+    0.1,
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    14400.0,
+    86400.0,
+)
 
 WAKE_RESULTS: Final = ("ok", "failed", "timeout")
 WAKE_PHASES: Final = ("resume", "ready")

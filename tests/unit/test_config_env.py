@@ -131,3 +131,9 @@ def test_tls_settings_are_checked_together(tmp_path: Path) -> None:
     file.write_text('[[tls.sni]]\nnames = ["bad name"]\ncert_file = "a"\nkey_file = "b"\n')
     problems = problems_of(lambda: load_config(file, {}))
     assert any(key == "tls.sni[0]" and "expected a server name" in why for key, why in problems)
+
+
+def test_the_builds_opt_out_variable_is_not_a_setting() -> None:
+    """WAKEPROXY_PURE chooses how the package is built; left set where the proxy runs, it
+    is neither read nor refused as an unknown setting."""
+    assert load_config(None, {"WAKEPROXY_PURE": "1"}) == load_config(None, {})

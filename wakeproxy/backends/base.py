@@ -95,6 +95,15 @@ class Upstream:
     port: int = 0
     unix_path: str | None = None
     opener: SocketOpener | None = field(default=None, compare=False, repr=False)
+    _hash: int = field(init=False, default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The pool looks its links up by upstream twice per request: the hash of the
+        # compared fields is computed once, not from a new tuple each time.
+        object.__setattr__(self, "_hash", hash((self.host, self.port, self.unix_path)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"

@@ -395,24 +395,24 @@ class Exchange:
             if self.websocket:
                 return await pool.open_unpooled(acquired.upstream)
             return await pool.open(acquired.upstream)
-        except PoolBusy as exc:
+        except PoolBusy as busy:  # one name per clause: compiled, a name has one type
             recorder.upstream_error("busy")
             raise UpstreamBusy(
-                f"All {exc.limit} connections to port {target.port} of sandbox "
+                f"All {busy.limit} connections to port {target.port} of sandbox "
                 f"{target.sandbox_id} stayed busy; retry in a moment",
                 sandbox_id=target.sandbox_id,
-            ) from exc
-        except TimeoutError as exc:
+            ) from busy
+        except TimeoutError as timed_out:
             recorder.upstream_error("timeout")
             raise UpstreamTimeout(
                 f"Port {target.port} of sandbox {target.sandbox_id} did not accept "
                 f"a connection in time",
                 sandbox_id=target.sandbox_id,
-            ) from exc
-        except OSError as exc:
+            ) from timed_out
+        except OSError as refused:
             recorder.upstream_error("refused")
             if last:
-                raise port_not_open(target.sandbox_id, target.port) from exc
+                raise port_not_open(target.sandbox_id, target.port) from refused
             return None
 
     def _note_held(self, acquired: Acquired) -> None:

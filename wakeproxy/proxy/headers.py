@@ -103,6 +103,11 @@ _REQUEST_DROPS: dict[bool, frozenset[bytes]] = {
     for trusted in (False, True)
 }
 
+# The lengths of the names each set drops: a name of another length is not in the set.
+_LENGTHS: dict[frozenset[bytes], frozenset[int]] = {
+    drop: frozenset(len(name) for name in drop) for drop in (HOP_BY_HOP, *_REQUEST_DROPS.values())
+}
+
 
 class ForwardedRules:
     """Builds upstream request headers, trusting X-Forwarded-* only from `trusted_proxies`.
@@ -224,32 +229,42 @@ def wait_headers(held_for: float) -> Headers:
 def _kept(headers: Headers, drop: frozenset[bytes]) -> Headers:
     """The headers not dropped.
 
-    One pass, lowering each name once: a name is dropped when it is in `drop`, starts
-    with ``proxy-``, or is nominated by a Connection header (before or after it). Almost
-    no message nominates anything `drop` does not already hold (``Connection:
-    keep-alive``, ``close``, ``Upgrade``), so the second pass that honours it is rare.
+    One pass: a name is dropped when it is in `drop`, starts with ``proxy-``, or is
+    nominated by a Connection header (before or after it). Only a name as long as one in
+    `drop`, or one that could start with ``proxy-``, is lowered and looked up; most names
+    are neither. Almost no message nominates anything `drop` does not already hold
+    (``Connection: keep-alive``, ``close``, ``Upgrade``), so the second pass that honours
+    a nomination is rare.
     """
     kept: Headers = []
-    tokens: set[bytes] | None = None
+    lengths = _LENGTHS[drop]
+    extra: set[bytes] | None = None  # nominated names not dropped anyway
     for pair in headers:
-        low = pair[0].lower()
+        name = pair[0]
+        size = len(name)
+        if size not in lengths and (size < 6 or name[0] | 0x20 != 0x70):  # not p/P
+            kept.append(pair)
+            continue
+        low = name.lower()
         if low in drop:
             if low == b"connection":
-                if tokens is None:
-                    tokens = set()
-                value = pair[1]
-                if b"," in value:
-                    tokens.update(token.lower() for token in _list_tokens(value))
-                elif value := value.strip():
-                    tokens.add(value.lower())  # the usual one: keep-alive, close, Upgrade
+                for token in _nominated(pair[1]):
+                    if token not in drop and token not in _NEVER_NOMINATED:
+                        extra = extra or set()
+                        extra.add(token)
         elif not low.startswith(b"proxy-"):
             kept.append(pair)
-    if tokens is None:
-        return kept
-    nominated = tokens - _NEVER_NOMINATED
-    if nominated - drop:
-        kept = [pair for pair in kept if pair[0].lower() not in nominated]
+    if extra:
+        kept = [pair for pair in kept if pair[0].lower() not in extra]
     return kept
+
+
+def _nominated(value: bytes) -> list[bytes]:
+    """The lower-case header names a Connection header's value lists."""
+    if b"," in value:
+        return [token.lower() for token in _list_tokens(value)]
+    token = value.strip()
+    return [token.lower()] if token else []  # the usual: keep-alive, close, Upgrade
 
 
 def _forwarded_for(headers: Headers, trusted: bool, peer_ip: str | None) -> bytes:

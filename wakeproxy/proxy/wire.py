@@ -228,8 +228,12 @@ def response_head(
 
 def _add_fields(parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> None:
     # One join over the pieces: no formatted string per header line.
+    append = parts.append
     for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
 
 
 @functools.lru_cache(maxsize=256)  # a few statuses and reasons recur; bounded for odd ones
