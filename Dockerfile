@@ -31,8 +31,11 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
     && pip install --requirement requirements.txt
-COPY README.md LICENSE ./
+COPY README.md LICENSE setup.py ./
+COPY build_backend ./build_backend
 COPY wakeproxy ./wakeproxy
+# No C compiler in this stage: the package is built as pure Python (docs/design.md,
+# "The compiled build of the request path").
 RUN pip install --no-deps . && python3 -m compileall -q /opt/wakeproxy
 
 FROM python

@@ -219,10 +219,11 @@ def test_a_source_change_rebuilds_without_reinstalling_dependencies(
 ) -> None:
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE", ".dockerignore", "Dockerfile"):
+    names = ("pyproject.toml", "setup.py", "README.md", "LICENSE", ".dockerignore", "Dockerfile")
+    for name in names:
         shutil.copy(ROOT / name, context / name)
-    shutil.copytree(ROOT / "config", context / "config")
-    shutil.copytree(ROOT / "wakeproxy", context / "wakeproxy")
+    for directory in ("config", "build_backend", "wakeproxy"):
+        shutil.copytree(ROOT / directory, context / directory)
     with (context / "wakeproxy" / "errors.py").open("a") as source:
         source.write("\n# changed\n")
     output = build(dockerd, wheel_index, context, "wakeproxy:rebuilt")
