@@ -57,8 +57,13 @@ class Runc:
         try:
             offset = os.lseek(fd, 0, os.SEEK_END)
             try:
-                await self._run("create", "--bundle", str(bundle), "--pid-file", str(pid_file),
-                                container, stdout=fd, stderr=fd)  # fmt: skip
+                # No session keyring per sandbox: the kernel charges each to the sandbox's
+                # root (one host uid for every sandbox) and frees it only minutes after the
+                # sandbox ends, so a few hundred creates exhaust the quota ("disk quota
+                # exceeded"). The seccomp profile denies the keyring calls anyway.
+                await self._run("create", "--no-new-keyring", "--bundle", str(bundle),
+                                "--pid-file", str(pid_file), container,
+                                stdout=fd, stderr=fd)  # fmt: skip
             except RuncError as exc:
                 raise RuncError(f"runc create: {_message(_read_from(log, offset))}") from exc
         finally:
