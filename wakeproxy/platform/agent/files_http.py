@@ -257,7 +257,7 @@ async def _write_file(
     """Create or truncate `path` (and its missing parent directories) as `user`, stream
     into it, and make `given` its whole metadata. A write that fails (a full disk: 507)
     removes what it wrote: no partial file stays."""
-    file = await identity.run_as(user, _create, path)
+    file = await identity.run_as(user, _create, path, user)
     try:
         try:
             metadata.replace(path, given)
@@ -280,16 +280,28 @@ def _remove_partial(path: str) -> None:
         os.unlink(path)
 
 
-def _create(path: str) -> BinaryIO:
+def _create(path: str, user: paths.User) -> BinaryIO:
     _ensure_parents(path)
     if os.path.isdir(path):
         raise FilesError(400, f"path is a directory: {path}")
     try:
-        return open(path, "wb")
+        file = open(path, "wb")  # noqa: SIM115  (the caller closes it)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise FilesError(507, f"not enough inodes available: {exc}") from None
         raise FilesError(500, f"error opening file: {exc}") from None
+    _own(path, user)
+    return file
+
+
+def _own(path: str, user: paths.User) -> None:
+    """Give the file to `user` as envd does once it is open. Created as `user` it is theirs
+    already, but the change is what a watch sees between the create and the first write
+    (envd's create, chmod, write), and a file someone else owns stays theirs."""
+    if user.uid is None or user.gid is None:
+        return
+    with contextlib.suppress(PermissionError):
+        os.chown(path, user.uid, user.gid)
 
 
 def _ensure_parents(path: str) -> None:
