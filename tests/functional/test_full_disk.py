@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,13 @@ async def until_paused(platform: PlatformProcess, sandbox_id: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def until(predicate: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + GUARD
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {GUARD:g} s for {what}"
+        await asyncio.sleep(0.05)
+
+
 def events(platform: PlatformProcess, event: str) -> list[dict[str, Any]]:
     found = []
     for line in platform.log_path.read_text(errors="replace").splitlines():
@@ -121,8 +128,10 @@ async def _fill_time_out_and_recover(platform: PlatformProcess) -> None:
         await sandbox.set_timeout(1)
     for sandbox in (filler, *others):
         await until_paused(platform, sandbox.sandbox_id)
+        # The file may lag (what sandboxes write eats the freed reserve too): it says
+        # `pausing` until its write is retried, which a restart would complete anyway.
         record = platform.data_dir / "records" / f"{sandbox.sandbox_id}.json"
-        assert json.loads(record.read_text())["state"] == "paused"
+        await until(lambda r=record: json.loads(r.read_text())["state"] == "paused", "records")
     paused = {e["sandbox_id"] for e in events(platform, "pause") if e["trigger"] == "timeout"}
     assert paused == {s.sandbox_id for s in (filler, *others)}
     assert not list((platform.data_dir / "records").glob("*.tmp"))

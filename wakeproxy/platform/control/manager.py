@@ -11,8 +11,9 @@ opposite waits for it and then acts (a resume during a pause waits for the pause
 resumes). The runtime thus only ever sees one operation per sandbox at a time. Callers
 wait through `asyncio.shield`, so a client that goes away never cancels a transition.
 
-Timers: one task sleeps until the earliest `end_at` of the running sandboxes and is woken
-whenever a record changes; at `end_at` it pauses or kills as the sandbox's policy says.
+Timeouts (`timeouts`): one task sleeps until the earliest `end_at` of the running
+sandboxes and is woken whenever a record changes; at `end_at` it pauses or kills as the
+sandbox's policy says. Records that cannot be written: see `ledger`.
 
 Subscribers (`subscribe`) get the proxy's `SandboxInfo` after every change of a record,
 including a final one with state `killed`, so caches can be invalidated.
@@ -62,7 +63,7 @@ from wakeproxy.platform.control.records import (
     new_record,
     no_space,
 )
-from wakeproxy.platform.control.timer import DeadlineTimer
+from wakeproxy.platform.control.timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +73,9 @@ __all__ = ["CreateRequest", "SandboxManager", "Subscriber"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 20
-_RETRY_SECONDS = 5.0  # before an overdue sandbox that failed to pause is paused again
 # A create needs room for its record, its logs and what its first processes write; with
 # less than this free in the data dir it is refused at once (507) rather than half-made.
 _CREATE_MIN_FREE = 1024 * 1024
-# A sandbox whose timeout fires while requests to it are in flight is paused once they
-# are answered (checked this often), but no later than the grace period after its
-# deadline: a long stream or never-ending traffic must not cancel the timeout. What is
-# still in flight then is frozen with the sandbox and finishes when traffic wakes it.
-_BUSY_RECHECK = 0.05
-_BUSY_GRACE = 5.0
 
 
 class SandboxManager:
@@ -105,13 +99,10 @@ class SandboxManager:
         self._auto_resume_floor = auto_resume_min_timeout
         self._records: dict[str, SandboxRecord] = {}
         self._starting = 0
-        self._retry_at: dict[str, float] = {}
-        self._timed_out: dict[str, float] = {}  # the `end_at` whose timeout was logged
-        self._busy: Callable[[str], bool] = lambda sandbox_id: False
         self._subscribers: list[Subscriber] = []
         self._exit_listeners: list[ExitListener] = []
-        self._timer = DeadlineTimer(self._expire_due, clock)
-        self._flights: Flights[SandboxRecord] = Flights(lambda _: self._timer.wake())
+        self._timeouts = Timeouts(self._idle, self._time_out, self._rewrite, clock)
+        self._flights: Flights[SandboxRecord] = Flights(lambda _: self._timeouts.wake())
         self._open = False
         runtime.on_exit(self._exited)
 
@@ -128,13 +119,13 @@ class SandboxManager:
             except Exception as exc:
                 log.error("could not end what is left of sandbox %s: %s", sandbox_id, exc)
         self._open = True
-        self._timer.start()
+        self._timeouts.start()
 
     async def close(self, kill_all: bool = False) -> None:
         """Stop timers and wait for transitions in flight; with `kill_all`, kill every
         sandbox, else leave them to be adopted by the next `start`."""
         self._open = False
-        await self._timer.stop()
+        await self._timeouts.stop()
         await self._flights.drain()
         if kill_all:
             for record in list(self._records.values()):
@@ -158,7 +149,11 @@ class SandboxManager:
 
     def reschedule(self) -> None:
         """Re-read the deadlines now (for a clock that jumped)."""
-        self._timer.wake()
+        self._timeouts.wake()
+
+    def set_busy_check(self, busy: Callable[[str], bool]) -> None:
+        """`busy(sandbox_id)`: are requests to it in flight? (the proxy knows)."""
+        self._timeouts.set_busy_check(busy)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -342,7 +337,7 @@ class SandboxManager:
             await operation(sandbox_id)
         except Exception as exc:
             if pausing:  # not again at once, should it be overdue: give the runtime a moment
-                self._retry_at[sandbox_id] = self._clock() + _RETRY_SECONDS
+                self._timeouts.retry_later(sandbox_id)
             if (record := self._records.get(sandbox_id)) is not None:
                 self._move(record, Event.PAUSE_FAILED if pausing else Event.RESUME_FAILED)
             events.logged(
@@ -405,8 +400,7 @@ class SandboxManager:
             # before the processes are gone, the next start ends them from the old record.
             log.warning("killing sandbox %s without recording it first: %s", record.sandbox_id, exc)
         del self._records[record.sandbox_id]
-        self._retry_at.pop(record.sandbox_id, None)
-        self._timed_out.pop(record.sandbox_id, None)
+        self._timeouts.forget(record.sandbox_id)
         self._ledger.forget(record.sandbox_id)
         self._notify(killed)
         return self._flights.spawn(self._end_killed(killed, trigger))
@@ -457,70 +451,20 @@ class SandboxManager:
             elif record.state is SandboxState.RESUMING:
                 self._start_resume(record, None, "restart", started=True)
 
-    # -- timers -----------------------------------------------------------------------------
+    # -- timeouts (see `timeouts`) ----------------------------------------------------------
 
-    def _expire_due(self) -> float | None:
-        """Pause or kill every running sandbox whose time is up; the next deadline."""
-        # A scan per wake-up is fine at one machine's scale; the timer never polls.
-        now = self._clock()
-        self._ledger.retry(self._records)
-        times = [now + _RETRY_SECONDS] if self._ledger.behind else []
-        for record in list(self._records.values()):
-            if record.sandbox_id in self._flights:
-                continue
-            try:
-                at = self._expire_if_due(record, now)
-            except Exception:  # one sandbox's failure must not stop the others' timeouts
-                log.exception("the timeout of sandbox %s failed; retried", record.sandbox_id)
-                at = self._retry_at[record.sandbox_id] = now + _RETRY_SECONDS
-            if at is not None:
-                times.append(at)
-        return min(times, default=None)
+    def _idle(self) -> list[SandboxRecord]:
+        return [r for r in self._records.values() if r.sandbox_id not in self._flights]
 
-    def _expire_if_due(self, record: SandboxRecord, now: float) -> float | None:
-        """Act on `record` if its time is up; when to look at it again."""
-        retry_at = self._retry_at.get(record.sandbox_id, now)
-        action = lifecycle.due(record.life, now) if retry_at <= now else None
-        if action is not None and self._still_serving(record, now):
-            retry_at = self._retry_at[record.sandbox_id] = now + _BUSY_RECHECK
-            action = None
-        if action is not None:
-            return self._expire(record, action, now)
-        return retry_at if retry_at > now else lifecycle.deadline(record.life)
-
-    def set_busy_check(self, busy: Callable[[str], bool]) -> None:
-        """`busy(sandbox_id)`: are requests to it in flight? (the proxy knows)."""
-        self._busy = busy
-
-    def _still_serving(self, record: SandboxRecord, now: float) -> bool:
-        # Freezing a sandbox mid-answer would hold its clients until something woke it.
-        deadline = lifecycle.deadline(record.life) or now
-        return now - deadline < _BUSY_GRACE and self._busy(record.sandbox_id)
-
-    def _expire(
-        self, record: SandboxRecord, action: lifecycle.OnTimeout, now: float
-    ) -> float | None:
-        """The timeout: kill, or begin a pause; a pause that cannot be recorded is not
-        begun, and tried again later."""
-        sandbox_id = record.sandbox_id
-        self._retry_at.pop(sandbox_id, None)
-        if self._timed_out.get(sandbox_id) != record.life.end_at:  # once, not per retry
-            self._timed_out[sandbox_id] = record.life.end_at
-            late = now - record.life.end_at
-            events.logged("timeout", sandbox_id, now - record.started_at, action=action, late=late)
+    def _time_out(self, record: SandboxRecord, action: lifecycle.OnTimeout) -> None:
         if action == "kill":
             self._begin_kill(record, "timeout")
-            return None
-        try:
+        else:
             self._start_pause(record, "timeout")
-        except RecordNotWritten as exc:
-            events.logged(
-                "failed", sandbox_id, 0.0, level=logging.ERROR, what="pause",
-                trigger="timeout", error=str(exc),
-            )  # fmt: skip
-            self._retry_at[sandbox_id] = now + _RETRY_SECONDS
-            return self._retry_at[sandbox_id]
-        return None
+
+    def _rewrite(self) -> bool:
+        self._ledger.retry(self._records)
+        return self._ledger.behind
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -546,7 +490,7 @@ class SandboxManager:
         cannot be written; see `ledger`."""
         self._ledger.write(record, durable=durable)
         self._records[record.sandbox_id] = record
-        self._timer.wake()
+        self._timeouts.wake()
         if publish:
             self._notify(record)
 
