@@ -73,6 +73,11 @@ def through_proxy(platform: PlatformProcess, sandbox_id: str) -> tuple[int, str]
         return error.code, error.read().decode()
 
 
+def zombies_of(pid: int) -> list[int]:
+    table = procfs.process_table()
+    return [p for p, stat in table.items() if stat.ppid == pid and stat.dead]
+
+
 async def until(predicate: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + GUARD
     while not predicate():
@@ -131,9 +136,14 @@ async def test_a_sandbox_whose_process_is_killed_is_not_found_logged_counted_and
     assert after is None or after.start_time != root.start_time
     await until(lambda: not record_path.exists(), "its record to be removed")
     assert (await bystander.commands.run("echo still here")).stdout == "still here\n"
+    bystander_record = platform.data_dir / "records" / f"{bystander.sandbox_id}.json"
+    bystander_root = json.loads(bystander_record.read_text())["runtime"]["pid"]
     await bystander.kill()
     created = {e["sandbox_id"] for e in log_events(platform, "create")}
     assert created == {victim.sandbox_id, bystander.sandbox_id}
     await until(lambda: len(log_events(platform, "kill")) == 2, "both kills to be logged")
     kills = {e["sandbox_id"]: e["trigger"] for e in log_events(platform, "kill")}
     assert kills == {victim.sandbox_id: "exit", bystander.sandbox_id: "api"}
+    # Nor did the kill leave the bystander's root a zombie (reaped though it was ended
+    # on purpose).
+    await until(lambda: bystander_root not in zombies_of(platform.proc.pid), "its reaping")  # type: ignore[union-attr]

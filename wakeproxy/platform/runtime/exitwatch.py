@@ -50,7 +50,8 @@ def describe(status: Status, oom_kills: int = 0) -> tuple[ExitReason, str]:
 
 class ExitWatch:
     """Calls `ended(status)` once, on the event loop, when process `pid` (started at
-    `start_time`, 0: unknown) ends; reaps it when it is our child. `cancel` stops it."""
+    `start_time`, 0: unknown) ends; reaps it when it is our child. `cancel` stops the
+    report, not the reaping: a process ended on purpose (`Runtime.kill`) is reaped too."""
 
     def __init__(self, pid: int, start_time: int, ended: Callable[[Status], None]) -> None:
         self._pid = pid
@@ -76,17 +77,18 @@ class ExitWatch:
         self._loop.add_reader(self._pidfd, self._readable)
 
     def cancel(self) -> None:
+        """Say nothing of the exit; still reap the process when it ends (a killed child
+        left unreaped stays a zombie, holding its credentials and keyring)."""
         self._done = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
 
     def _readable(self) -> None:
         assert self._pidfd is not None
         status = _reap(self._pidfd)
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
         self._fire(status)
 
     def _check(self, start_time: int) -> None:
