@@ -21,7 +21,7 @@ from typing import Any
 
 from wakeproxy.platform.contracts import SandboxSpec
 from wakeproxy.platform.runtime import oci
-from wakeproxy.platform.runtime.containers import RuncRuntime, open_files_limit
+from wakeproxy.platform.runtime.containers import RuncRuntime, open_files_limit, runc_root
 from wakeproxy.platform.runtime.runc import Runc
 from wakeproxy.platform.runtime.runtime import ProcessRuntime
 
@@ -53,7 +53,7 @@ async def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         process_data, runc_data = Path(folder) / "process", Path(folder) / "runc"
         limits = oci.Limits(memory_mb=512, cpu_count=2, open_files=open_files_limit())
-        runc = Runc.find(runc_data / "runc")
+        runc = Runc.find(runc_root(runc_data))
         assert runc is not None, "runc is not installed"
         runtimes = {
             "process": (ProcessRuntime(process_data), process_data),

@@ -82,6 +82,12 @@ def test_commands_run_as_user_by_default_and_as_root_only_when_asked(scene: Scen
     code, out = run(scene.a, "touch /etc/not-for-user")
     assert code != 0
     assert "Permission denied" in out
+    # Files act as the user as well: what it may not read or write fails.
+    with pytest.raises(e2b.SandboxException):
+        scene.a.files.read("/etc/shadow")
+    with pytest.raises(e2b.SandboxException):
+        scene.a.files.write("/etc/planted", "x")
+    assert "root:" in scene.a.files.read("/etc/shadow", user="root")
 
 
 def test_root_inside_is_an_unprivileged_uid_outside(scene: Scene) -> None:

@@ -65,9 +65,10 @@ class FilesEndpoint:
         try:
             path = self._target(request, "read")
             size = _readable_file(path)
+            user = self._user(request)
         except FilesError as error:
             return _error_response(error)
-        return await _send_file(request, path, size)
+        return await _send_file(request, path, size, user)
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -199,9 +200,15 @@ def _wants_gzip(request: web.Request) -> bool:
     return False
 
 
-async def _send_file(request: web.Request, path: str, size: int | None) -> web.StreamResponse:
+def _open_for_reading(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+async def _send_file(
+    request: web.Request, path: str, size: int | None, user: paths.User
+) -> web.StreamResponse:
     try:
-        file = await asyncio.to_thread(open, path, "rb")
+        file = await identity.run_as(user, _open_for_reading, path)  # as the user may
     except OSError as exc:
         return _error_response(FilesError(500, f"error opening file '{path}': {exc}"))
     with file:

@@ -124,7 +124,7 @@ class RuncRuntime:
     ) -> RuncRuntime:
         """The runtime, or `IsolationUnavailable` saying what this machine lacks."""
         problem = missing()
-        runc = Runc.find(Path(data_dir) / "runc")
+        runc = Runc.find(runc_root(data_dir))
         if problem or runc is None:
             raise IsolationUnavailable(problem or "runc is not installed")
         return cls(data_dir, runc, limits=limits, survive_restart=survive_restart)
@@ -468,6 +468,13 @@ class RuncRuntime:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def runc_root(data_dir: Path) -> Path:
+    """runc's state of a data dir's containers: beside their roots in /run, not in the data
+    dir, so that a full data dir does not stop runc from recording a pause or a kill
+    (the state is as old as the containers: both go with a reboot)."""
+    return rootfs.RUN_DIR / capabilities.runtime_key(Path(data_dir)) / "runc"
+
+
 def missing() -> str:
     """What this machine lacks to isolate sandboxes ("" when nothing)."""
     if os.geteuid() != 0:
@@ -538,7 +545,8 @@ def _remove_groups(path: str) -> None:
 def _remove_empty_parents(key: str) -> None:
     """The folders runc made for this data dir's cgroups, and its mount points' folder,
     once no sandbox is left in them."""
-    for folder in (*(h / f"wakeproxy-{key}" for h in _hierarchies()), rootfs.RUN_DIR / key):
+    run = rootfs.RUN_DIR / key
+    for folder in (*(h / f"wakeproxy-{key}" for h in _hierarchies()), run / "runc", run):
         with contextlib.suppress(OSError):
             folder.rmdir()
 

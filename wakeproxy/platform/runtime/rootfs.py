@@ -236,9 +236,9 @@ def mount_root(sandbox_root: Path, merged: Path, template_dir: Path, ids: IdRang
     os.chown(upper, ids.host(0), ids.host(0))
     os.chown(home, ids.host(USER_ID), ids.host(USER_ID))
     unmount_root(merged)
-    for folder in reversed(merged.parents[: len(merged.relative_to(RUN_DIR).parts)]):
+    for folder in (*reversed(merged.parents[: len(merged.relative_to(RUN_DIR).parts)]), merged):
         folder.mkdir(mode=0o711, exist_ok=True)
-    merged.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(folder, 0o711)  # also when runc made it first (0700, for its state)
     options = f"lowerdir={template_dir},upperdir={upper},workdir={work}"
     _mount("overlay", str(merged), "overlay", _MS_NOSUID | _MS_NODEV, options)
     try:
