@@ -1,10 +1,13 @@
-"""The OCI config of a sandbox (`oci.config`) and its seccomp profile: pure data."""
+"""The OCI config of a sandbox (`oci.config`), its seccomp profile, and reading OOM kills
+from a cgroup: pure data."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from wakeproxy.platform.runtime import oci, seccomp
+from wakeproxy.platform.runtime.containers import oom_kills
 
 
 def _config(**changes: Any) -> dict[str, Any]:
@@ -86,3 +89,14 @@ def test_seccomp_allows_common_calls_and_denies_what_reaches_the_host() -> None:
     assert clone["args"][0]["value"] & 0x10000000  # CLONE_NEWUSER is among the masked
     (clone3,) = [rule for rule in profile["syscalls"] if rule["names"] == ["clone3"]]
     assert clone3["errnoRet"] == seccomp.ENOSYS
+
+
+def test_oom_kills_are_read_from_cgroup_v1_and_v2_files(tmp_path: Path) -> None:
+    v1, v2, none = tmp_path / "v1", tmp_path / "v2", tmp_path / "none"
+    for folder in (v1, v2, none):
+        folder.mkdir()
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
+    (v2 / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n")
+    assert oom_kills(v1) == 3
+    assert oom_kills(v2) == 2
+    assert oom_kills(none) == 0
