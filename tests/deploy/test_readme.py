@@ -35,10 +35,11 @@ def test_the_readme_run_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
     assert command.endswith(".venv/bin/wakeproxy up")
     clone = tmp_path / "wakeproxy"
     clone.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, clone / name)
-    shutil.copytree(ROOT / "wakeproxy", clone / "wakeproxy",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for directory in ("wakeproxy", "build_backend"):
+        shutil.copytree(ROOT / directory, clone / directory,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     # The install part as written, with this interpreter as `python3`.
     install = command.removesuffix(" && .venv/bin/wakeproxy up")
     install = install.replace("python3 ", f"{sys.executable} ", 1)
