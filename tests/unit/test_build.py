@@ -84,3 +84,22 @@ def test_a_compiling_build_asks_for_mypy_and_the_runtime_dependencies(
     needs = backend.compile_requirements()
     assert "mypy>=1.11" in needs
     assert any(need.startswith("httptools") for need in needs)
+
+
+# Words GCC reserves that a C identifier made by prefixing "_" to an attribute name could
+# spell: mypyc names the C field of attribute `x` `_x`, so `_signed` became `__signed`.
+_GCC_WORDS = {
+    "__signed", "__signed__", "__const", "__volatile", "__inline", "__restrict", "__asm",
+    "__typeof", "__alignof", "__real", "__imag", "__complex", "__extension__", "__label__",
+    "__attribute__", "__thread", "__auto_type", "__int128",
+}  # fmt: skip
+
+
+def test_no_attribute_of_a_compiled_class_spells_a_c_keyword(backend: ModuleType) -> None:
+    import ast
+
+    for path in backend.COMPILED:
+        tree = ast.parse((ROOT / path).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                assert f"_{node.attr}" not in _GCC_WORDS, f"{path}: attribute {node.attr}"

@@ -139,6 +139,7 @@ class Exchange:
         "_acquired",
         "_body",
         "_buffered",
+        "_by_signature",
         "_conn",
         "_extra",
         "_held_for",
@@ -153,7 +154,6 @@ class Exchange:
         "_request_id",
         "_retried",
         "_services",
-        "_signed",
         "_spans",
         "_started",
         "_status",
@@ -210,7 +210,7 @@ class Exchange:
         self._wake: FinishedWake | None = None  # the wake this request triggered
         self._in_flight = False
         self._retried = False
-        self._signed = False
+        self._by_signature = False
         self._status = 0
         self._out = Framing.NONE
         self._pending: list[bytes] = []  # response bytes to write at the end of a read
@@ -262,7 +262,7 @@ class Exchange:
             if services.signed is None or grant is None:
                 raise
             target = signed_target(services.signed, grant, time.time())
-            self._signed = True  # its signature is the right to wake the sandbox
+            self._by_signature = True  # its signature is the right to wake the sandbox
             return target
 
     def feed_body(self, data: bytes) -> None:
@@ -363,7 +363,7 @@ class Exchange:
                         self.path,
                         headers,
                         navigation=wants_html(headers),
-                        signed=self._signed,
+                        signed=self._by_signature,
                     )
                 link = (
                     None if self.websocket else services.pool.take(acquired.upstream)
