@@ -102,7 +102,16 @@ def build_wheel(
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    if not wants_compiled():
+        return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    try:
+        return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    except (Exception, SystemExit) as exc:  # setuptools reports a failed compile as SystemExit
+        # The compiled build is an optimisation: a compiler or mypyc that fails here must not
+        # make the package uninstallable. CI checks which build it got (EXPECTED_WAKEPROXY_BUILD).
+        print(f"wakeproxy: the compiled build failed ({exc}); building pure Python instead")
+        os.environ[PURE_VARIABLE] = "1"
+        return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
 
 
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
