@@ -147,3 +147,5 @@ async def test_a_sandbox_whose_process_is_killed_is_not_found_logged_counted_and
     # Nor did the kill leave the bystander's root a zombie (reaped though it was ended
     # on purpose).
     await until(lambda: bystander_root not in zombies_of(platform.proc.pid), "its reaping")  # type: ignore[union-attr]
+    # Nor anything else the platform started for them (their network stacks).
+    await until(lambda: not zombies_of(platform.proc.pid), "no zombie child of the platform")  # type: ignore[union-attr]

@@ -434,20 +434,24 @@ class RuncRuntime:
         try:
             await self._runc.delete(sandbox_id)
         finally:
+            stacks: list[Child] = []
             if container is not None:
                 with contextlib.suppress(OSError):
                     os.close(container.netns)
                 if container.stack is not None:
                     container.stack.signal(9)
-            await self._end_leftovers(sandbox_id)
+                    stacks.append(container.stack)
+            await self._end_leftovers(sandbox_id, stacks)
 
-    async def _end_leftovers(self, sandbox_id: str) -> None:
-        """What a sandbox may have left: its container, its network stack (found by the
-        marker in its environment), its root's mount."""
+    async def _end_leftovers(self, sandbox_id: str, known: Sequence[Child] = ()) -> None:
+        """What a sandbox may have left: its container, its network stack (ours, and any
+        found by the marker in its environment), its root's mount."""
         with contextlib.suppress(RuncError):
             await self._runc.delete(sandbox_id)
         marked = procfs.find_by_environ(launch.MARKER, self._marker(sandbox_id))
-        stacks = [Child.of(pid) for pid in marked]
+        # A stack we started is waited for by its handle: once it is a zombie its
+        # environment is gone, so the marker would no longer find it to reap.
+        stacks = [*known, *(Child.of(pid) for pid in marked)]
         for stack in stacks:
             stack.signal(9)
         if not await poll_until(lambda: not any(s.alive() for s in stacks), 5.0):
