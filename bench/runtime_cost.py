@@ -3,9 +3,9 @@ each, measured at the `Runtime` (no API or proxy in the way).
 
     PYTHONPATH=. python3 bench/runtime_cost.py [N]       # as root
 
-`process`: `ProcessRuntime` with namespaces (the runtime before sandboxes were runc
-containers); `runc`: `RuncRuntime`, what `wakeproxy up` runs. A create is `start` until
-the agent answers /health; a pause is `freeze`, a resume `thaw`.
+`none`: `ProcessRuntime`, plain processes (`--isolation none`); `runc`: `RuncRuntime`,
+what `wakeproxy up` runs. A create is `start` until the agent answers /health; a pause is
+`freeze`, a resume `thaw`.
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ async def measure(runtime: Any, data: Path, rounds: int) -> dict[str, float]:
 
 async def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        process_data, runc_data = Path(folder) / "process", Path(folder) / "runc"
+        plain_data, runc_data = Path(folder) / "none", Path(folder) / "runc"
         limits = oci.Limits(memory_mb=512, cpu_count=2, open_files=open_files_limit())
         runc = Runc.find(runc_root(runc_data))
         assert runc is not None, "runc is not installed"
         runtimes = {
-            "process": (ProcessRuntime(process_data), process_data),
+            "none": (ProcessRuntime(plain_data), plain_data),
             "runc": (RuncRuntime(runc_data, runc, limits=limits), runc_data),
         }
         for name, (runtime, data) in runtimes.items():

@@ -29,7 +29,7 @@ def sandbox_runtime(data_dir: Path, settings: PlatformConfig) -> RuncRuntime | P
             "platform.isolation is none: sandboxes are plain processes of this user, with "
             "its files and rights on the host; run only trusted code in them"
         )
-        return ProcessRuntime(data_dir, survive_restart=settings.keep_sandboxes, isolate=False)
+        return ProcessRuntime(data_dir, survive_restart=settings.keep_sandboxes)
     limits = oci.Limits(
         memory_mb=settings.sandbox_memory_mb,
         cpu_count=settings.sandbox_cpu_count,

@@ -1,4 +1,4 @@
-"""`ProcessRuntime` with real processes, namespaces, cgroups and network stacks.
+"""`ProcessRuntime` (plain processes, `--isolation none`) with real processes and cgroups.
 
 The sandbox agent is `standin_agent.py` (answers /health, runs `STANDIN_RUN` commands),
 so these tests do not depend on the real agent. What a sandbox's processes see is
@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,7 +28,7 @@ import pytest
 import wakeproxy
 from wakeproxy.backends.base import AGENT_PORT
 from wakeproxy.platform.contracts import RuntimeInfo, SandboxSpec
-from wakeproxy.platform.runtime import launch, netstack, procfs
+from wakeproxy.platform.runtime import launch, procfs
 from wakeproxy.platform.runtime.capabilities import runtime_key
 from wakeproxy.platform.runtime.runtime import ProcessRuntime, SandboxNotRunning, SandboxStartError
 
@@ -51,34 +50,18 @@ while True:
 """
 
 ECHO = """
-import socket
+import os, socket
 server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("127.0.0.1", 7000))
+server.bind(("127.0.0.1", 0))  # sandboxes share the host's ports: any free one
 server.listen()
+with open("port.tmp", "w") as f:
+    f.write(str(server.getsockname()[1]))
+os.replace("port.tmp", "port")
 while True:
     conn, _ = server.accept()
     while data := conn.recv(65536):
         conn.sendall(data)
 """
-
-
-def _namespaces_reason() -> str | None:
-    """None when this machine can give sandboxes namespaces, else why not."""
-    if shutil.which("unshare") is None:
-        return "util-linux unshare is not installed"
-    user = ["--user", "--map-root-user"] if os.geteuid() != 0 else []
-    argv = ["unshare", *user, "--net", "--pid", "--mount", "--fork", "--mount-proc", "true"]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return f"the kernel refuses new namespaces here: {done.stderr.strip()}"
-    return None
-
-
-NAMESPACES_UNAVAILABLE = _namespaces_reason()
-needs_namespaces = pytest.mark.skipif(
-    NAMESPACES_UNAVAILABLE is not None, reason=str(NAMESPACES_UNAVAILABLE)
-)
 
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = GUARD) -> None:  # noqa: ASYNC109
@@ -197,7 +180,7 @@ def counter_value(spec: SandboxSpec) -> int:
 
 def pids_of(info: RuntimeInfo) -> set[int]:
     """Every process of the sandbox that the host can see right now."""
-    pids = {info.pid, info.init_pid} | ({info.netstack_pid} if info.netstack_pid else set())
+    pids = {info.pid, info.init_pid}
     if info.cgroup:
         pids |= set(procfs.pids_in([Path(info.cgroup) / "cgroup.procs"]))
     table = procfs.process_table()
@@ -231,94 +214,47 @@ def start_times(pids: set[int]) -> dict[int, int]:
     return {pid: stat.start_time for pid in pids if (stat := procfs.read_stat(pid))}
 
 
-# -- isolation -------------------------------------------------------------------------------
+# -- what a sandbox sees ----------------------------------------------------------------------
 
 
-@needs_namespaces
-async def test_two_sandboxes_serve_port_3000_and_each_is_reached(
-    runtime: ProcessRuntime, tmp_path: Path
-) -> None:
-    specs = [
-        sandbox(
-            data_dir(tmp_path),
-            name,
-            run=["exec python3 -m http.server 3000 --bind 127.0.0.1"],
-            files={"who.txt": name},
-        )
-        for name in ("alpha", "beta")
-    ]
-    infos = await asyncio.gather(*(runtime.start(spec) for spec in specs))
-    assert all(info.isolated_network and info.agent_port == AGENT_PORT for info in infos)
-    for spec in specs:
-        await serving(runtime, spec.sandbox_id, 3000)
-    for spec in specs:
-        body = await http_get(runtime.open_socket(spec.sandbox_id, 3000), "/who.txt")
-        assert body == spec.sandbox_id.encode()
-    with pytest.raises(ConnectionRefusedError):
-        await runtime.open_socket("alpha", 3001)
-
-
-@needs_namespaces
-async def test_inside_a_sandbox_home_processes_and_tools(
+async def test_the_hosts_tools_are_found_also_by_login_shells(
     runtime: ProcessRuntime, tmp_path: Path
 ) -> None:
     spec = sandbox(
         data_dir(tmp_path),
-        "inside",
-        # One shell runs them in turn, so that few processes exist when /proc is listed.
+        "tools",
         run=[
             "; ".join(
                 [
-                    report("where", 'pwd; echo "$HOME"; echo hello > /home/user/hello.txt'),
-                    report("pids", "ls /proc | grep -E '^[0-9]+$'"),
-                    report("init", "tr '\\0' ' ' < /proc/1/cmdline"),
                     report("tools", "for t in python python3 pip bash; do command -v $t; done"),
                     # As E2B's SDKs run commands: a login shell, whose /etc/profile resets PATH.
                     report("login", "bash -l -c 'command -v python pip; python -c \"print(1)\"'"),
                     report("four", "python -c 'print(2 + 2)'"),
-                    report("data", f"ls -A {data_dir(tmp_path)}"),
                 ]
             )
         ],
     )
-    info = await runtime.start(spec)
-    assert info.home == "/home/user"
-    assert (await written(spec, "where")).split() == ["/home/user", "/home/user"]
-    assert home_file(spec, "hello.txt") == "hello\n"
-    # Its own PID namespace: PID 1 is its init, and only its few processes are there.
-    # init, agent, the shell, ls and grep
-    pids = sorted(int(pid) for pid in (await written(spec, "pids")).split())
-    assert pids[0] == 1
-    assert len(pids) <= 6, pids
-    assert "sandbox_init.py" in await written(spec, "init")
+    await runtime.start(spec)
     tools = (await written(spec, "tools")).split()
     assert [Path(tool).name for tool in tools] == ["python", "python3", "pip", "bash"]
     assert (await written(spec, "login")).split() == [*tools[0::2], "1"]
     assert (await written(spec, "four")).strip() == "4"
-    # The data dir (records, other sandboxes) is covered by an empty folder.
-    assert (await written(spec, "data")).split() == []
 
 
-@pytest.mark.parametrize("isolate", [True, False], ids=["namespaces", "host"])
 async def test_python_is_provided_when_the_host_has_only_python3(
-    make_runtime: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolate: bool
+    make_runtime: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     system = "/usr/bin:/bin"
     if shutil.which("python", path=system) or not shutil.which("python3", path=system):
         pytest.skip("needs a host whose /usr/bin has python3 but no python")
-    if isolate and NAMESPACES_UNAVAILABLE:
-        pytest.skip(NAMESPACES_UNAVAILABLE)
     monkeypatch.setenv("PATH", system)
-    runtime = make_runtime(isolate=isolate)
+    runtime = make_runtime()
     spec = sandbox(data_dir(tmp_path), "shimmed", run=[report("four", "python -c 'print(2 + 2)'")])
     await runtime.start(spec)
     assert (await written(spec, "four")).strip() == "4"
 
 
-async def test_without_isolation_it_shares_the_host_network(
-    make_runtime: Factory, tmp_path: Path
-) -> None:
-    runtime = make_runtime(isolate=False)
+async def test_it_shares_the_host_network(runtime: ProcessRuntime, tmp_path: Path) -> None:
     spec = sandbox(data_dir(tmp_path), "plain", run=[report("where", 'pwd; echo "$HOME"')])
     info = await runtime.start(spec)
     real_home = str(spec.root / "home")
@@ -359,14 +295,11 @@ async def _runtime_with_freezer(make_runtime: Factory, kind: str, **options: Any
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isolate", [True, False], ids=["namespaces", "host"])
 @pytest.mark.parametrize("kind", ["cgroup1", "cgroup2", "signal"])
 async def test_a_frozen_sandbox_does_not_run_until_thawed(
-    make_runtime: Factory, tmp_path: Path, kind: str, isolate: bool
+    make_runtime: Factory, tmp_path: Path, kind: str
 ) -> None:
-    if isolate and NAMESPACES_UNAVAILABLE:
-        pytest.skip(NAMESPACES_UNAVAILABLE)
-    runtime = await _runtime_with_freezer(make_runtime, kind, isolate=isolate)
+    runtime = await _runtime_with_freezer(make_runtime, kind)
     # The counter runs below a shell that outlives its own parent: a deep tree, with orphans.
     spec = sandbox(
         data_dir(tmp_path),
@@ -393,7 +326,6 @@ async def test_a_frozen_sandbox_does_not_run_until_thawed(
     await until(lambda: counter_value(spec) > frozen_at, "the counter to run again")
 
 
-@needs_namespaces
 @pytest.mark.slow
 async def test_an_open_connection_survives_freeze_and_thaw(
     runtime: ProcessRuntime, tmp_path: Path
@@ -402,8 +334,9 @@ async def test_an_open_connection_survives_freeze_and_thaw(
         data_dir(tmp_path), "echo", run=["exec python3 echo.py"], files={"echo.py": ECHO}
     )
     await runtime.start(spec)
-    await serving(runtime, "echo", 7000)
-    reader, writer = await asyncio.open_connection(sock=await runtime.open_socket("echo", 7000))
+    await until(lambda: home_file(spec, "port"), "the echo server's port")
+    port = int(home_file(spec, "port"))
+    reader, writer = await asyncio.open_connection(sock=await runtime.open_socket("echo", port))
     try:
         writer.write(b"before\n")
         async with asyncio.timeout(GUARD):
@@ -423,15 +356,12 @@ async def test_an_open_connection_survives_freeze_and_thaw(
 # -- killing ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("isolate", [True, False], ids=["namespaces", "host"])
 @pytest.mark.parametrize("frozen", [False, True], ids=["running", "frozen"])
 @pytest.mark.parametrize("kind", ["cgroup1", "cgroup2", "signal"])
 async def test_kill_leaves_no_process_and_no_cgroup(
-    make_runtime: Factory, tmp_path: Path, kind: str, frozen: bool, isolate: bool
+    make_runtime: Factory, tmp_path: Path, kind: str, frozen: bool
 ) -> None:
-    if isolate and NAMESPACES_UNAVAILABLE:
-        pytest.skip(NAMESPACES_UNAVAILABLE)
-    runtime = await _runtime_with_freezer(make_runtime, kind, isolate=isolate)
+    runtime = await _runtime_with_freezer(make_runtime, kind)
     spec = sandbox(
         data_dir(tmp_path),
         "doomed",
@@ -496,155 +426,9 @@ async def test_an_agent_that_never_answers_times_out_and_is_ended(
     assert marked(tmp_path, "silent") == []
 
 
-# -- outbound network ------------------------------------------------------------------------
-
-STACKS = [name for name in ("pasta", "slirp4netns") if shutil.which(name)]
-
-
-@needs_namespaces
-@pytest.mark.skipif(not STACKS, reason="neither pasta (passt) nor slirp4netns is installed")
-@pytest.mark.parametrize("stack", STACKS or ["none"])
-async def test_a_network_stack_is_attached_only_when_internet_is_allowed(
-    make_runtime: Factory, tmp_path: Path, stack: str
-) -> None:
-    runtime = make_runtime(netstack=stack)
-    online = await runtime.start(sandbox(data_dir(tmp_path), "online"))
-    offline = await runtime.start(sandbox(data_dir(tmp_path), "offline", allow_internet=False))
-    assert online.netstack == stack
-    assert len(netstack.interfaces(online.init_pid)) == 2  # lo and the stack's
-    assert netstack.has_default_route(online.init_pid)
-    assert offline.netstack == ""
-    assert offline.netstack_pid == 0
-    assert netstack.interfaces(offline.init_pid) == ["lo"]
-    assert online.warnings == offline.warnings == ()
-    for sandbox_id in ("online", "offline"):  # loopback works either way
-        assert await runtime.probe_port(sandbox_id, AGENT_PORT)
-
-
-@needs_namespaces
-async def test_without_a_network_stack_it_says_so(make_runtime: Factory, tmp_path: Path) -> None:
-    runtime = make_runtime(netstack="none")
-    info = await runtime.start(sandbox(data_dir(tmp_path), "lonely"))
-    assert any("no outbound network" in w and "install passt" in w for w in info.warnings)
-    assert netstack.interfaces(info.init_pid) == ["lo"]
-    quiet = await runtime.start(sandbox(data_dir(tmp_path), "quiet", allow_internet=False))
-    assert quiet.warnings == ()
-
-
-# -- unprivileged ways in --------------------------------------------------------------------
-
-
-@needs_namespaces
-@pytest.mark.slow
-async def test_user_namespace_and_socket_broker(make_runtime: Factory, tmp_path: Path) -> None:
-    """What an unprivileged platform uses: a user namespace, and sockets handed out by the
-    sandbox's init (SCM_RIGHTS) instead of setns."""
-    runtime = make_runtime(user_namespace=True, socket_broker=True)
-    spec = sandbox(
-        data_dir(tmp_path),
-        "brokered",
-        run=["exec python3 -m http.server 3000 --bind 127.0.0.1"],
-        files={"who.txt": "brokered"},
-    )
-    info = await runtime.start(spec)
-    assert info.isolated_network
-    await serving(runtime, "brokered", 3000)
-    assert await http_get(runtime.open_socket("brokered", 3000), "/who.txt") == b"brokered"
-    await runtime.freeze("brokered")
-    await runtime.thaw("brokered")
-    with pytest.raises(ConnectionRefusedError):
-        await runtime.open_socket("brokered", 3999)
-
-
-UNPRIVILEGED_PLATFORM = """
-import asyncio, json, sys
-from pathlib import Path
-from wakeproxy.platform.contracts import SandboxSpec
-from wakeproxy.platform.runtime.runtime import ProcessRuntime
-
-async def fetch(runtime, name):
-    for _ in range(1000):
-        if await runtime.probe_port(name, 3000):
-            break
-        await asyncio.sleep(0.01)
-    reader, writer = await asyncio.open_connection(sock=await runtime.open_socket(name, 3000))
-    writer.write(b"GET /who.txt HTTP/1.0\\r\\n\\r\\n")
-    body = (await reader.read()).partition(b"\\r\\n\\r\\n")[2].decode()
-    writer.close()
-    return body
-
-async def main():
-    data, standin = Path(sys.argv[1]), sys.argv[2]
-    runtime = ProcessRuntime(data, [sys.executable, standin], start_timeout=15)
-    caps = await runtime.capabilities()
-    result = {"user_namespace": caps.isolation.user_namespace, "setns": caps.setns}
-    try:
-        for name in ("a", "b"):
-            (data / name / "home").mkdir(parents=True)
-            (data / name / "home" / "who.txt").write_text(name)
-            run = ["exec python3 -m http.server 3000 --bind 127.0.0.1"]
-            await runtime.start(SandboxSpec(name, data / name, {"STANDIN_RUN": json.dumps(run)}))
-        result["reached"] = {name: await fetch(runtime, name) for name in ("a", "b")}
-        await runtime.freeze("a")
-        await runtime.thaw("a")
-    finally:
-        await runtime.close()
-    print(json.dumps(result))
-
-asyncio.run(main())
-"""
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-
-
-def _unprivileged_python(env: dict[str, str]) -> str | None:
-    """A Python 3.11+ that user `nobody` may run (by the path it reports, which the
-    runtime starts sandboxes with) and that imports the runtime."""
-    check = (
-        "import os, sys, wakeproxy.platform.runtime.runtime\n"
-        "assert sys.version_info >= (3, 11) and os.access(sys.executable, os.X_OK)"
-    )
-    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
-        done = subprocess.run([*NOBODY, python, "-c", check], env=env, capture_output=True)
-        if done.returncode == 0:
-            return python
-    return None
-
-
-@needs_namespaces
-@pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0, reason="runs as root and drops to nobody")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is missing")
-async def test_an_unprivileged_platform(tmp_path: Path) -> None:
-    """As user nobody: namespaces come from a user namespace and sockets from the
-    sandbox's init; two sandboxes still both serve port 3000."""
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": REPOSITORY}
-    python = await asyncio.to_thread(_unprivileged_python, env)
-    if python is None:
-        pytest.skip("no Python that user nobody may run imports wakeproxy here")
-    data = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="wakeproxy-nobody-"))
-    try:
-        os.chmod(data, 0o777)
-        argv = [*NOBODY, python, "-c", UNPRIVILEGED_PLATFORM, str(data / "d"), str(STANDIN)]
-        done = await asyncio.to_thread(
-            subprocess.run, argv, env=env, cwd=data, capture_output=True, timeout=GUARD * 2
-        )
-    finally:
-        await asyncio.to_thread(shutil.rmtree, data, True)
-    if (
-        done.returncode != 0
-        and b"unshare" in done.stderr
-        and b"Operation not permitted" in done.stderr
-    ):
-        pytest.skip("unprivileged user namespaces are disabled")
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result == {"user_namespace": True, "setns": False, "reached": {"a": "a", "b": "b"}}
-
-
 # -- adopting after a restart ----------------------------------------------------------------
 
 
-@needs_namespaces
 async def test_another_runtime_adopts_a_running_sandbox(
     make_runtime: Factory, tmp_path: Path
 ) -> None:
@@ -663,12 +447,11 @@ async def test_another_runtime_adopts_a_running_sandbox(
     assert alive(pids, starts) == set()
 
 
-@needs_namespaces
 async def test_adopt_from_a_record_with_only_the_first_fields(
     make_runtime: Factory, tmp_path: Path
 ) -> None:
     """A record that kept only pid, network and port still leads back to the whole
-    sandbox: its PID 1, its cgroup (so freezing works) and its network namespace."""
+    sandbox: its start time and its cgroup (so freezing works)."""
     first, second = make_runtime(), make_runtime()
     spec = sandbox(
         data_dir(tmp_path), "sparse", run=["python3 counter.py &"], files={"counter.py": COUNTER}
@@ -708,7 +491,7 @@ async def test_adopt_refuses_what_is_not_that_sandbox_and_ends_its_leftovers(
         assert not await other.adopt(spec, reused)
         assert procfs.is_running(os.getpid())
         assert alive(pids, starts) == set()  # the real one was unrecorded: ended
-        gone = RuntimeInfo(pid=info.pid, isolated_network=True, agent_port=AGENT_PORT)
+        gone = RuntimeInfo(pid=info.pid, isolated_network=False, agent_port=info.agent_port)
         assert not await other.adopt(spec, gone)
     finally:
         await other.close()
@@ -721,10 +504,8 @@ from wakeproxy.platform.contracts import SandboxSpec
 from wakeproxy.platform.runtime.runtime import ProcessRuntime
 
 async def main():
-    data, survive, isolate = Path(sys.argv[1]), sys.argv[2] == "survive", sys.argv[3] == "ns"
-    runtime = ProcessRuntime(
-        data, [sys.executable, sys.argv[4]], survive_restart=survive, isolate=isolate
-    )
+    data, survive = Path(sys.argv[1]), sys.argv[2] == "survive"
+    runtime = ProcessRuntime(data, [sys.executable, sys.argv[3]], survive_restart=survive)
     # A grandchild that outlives its parent shell, and reports its pid as the host sees it.
     orphan = "sh -c 'sleep 1000 & echo $! > orphan.pid' &"
     spec = SandboxSpec("lasting", data / "lasting", {"STANDIN_RUN": json.dumps([orphan])})
@@ -738,17 +519,14 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isolate", [True, False], ids=["namespaces", "host"])
 @pytest.mark.parametrize("survive", [True, False], ids=["survive_restart", "die_with_platform"])
 async def test_a_platform_process_that_exits(
-    make_runtime: Factory, tmp_path: Path, survive: bool, isolate: bool
+    make_runtime: Factory, tmp_path: Path, survive: bool
 ) -> None:
     """With `survive_restart` a new platform process adopts the sandbox; by default the
     sandbox, down to an orphaned grandchild, dies with the platform process."""
-    if isolate and NAMESPACES_UNAVAILABLE:
-        pytest.skip(NAMESPACES_UNAVAILABLE)
     argv = [sys.executable, "-c", RESTARTED_PLATFORM, str(data_dir(tmp_path))]
-    argv += ["survive" if survive else "die", "ns" if isolate else "host", str(STANDIN)]
+    argv += ["survive" if survive else "die", str(STANDIN)]
     env = {**os.environ, "PYTHONPATH": REPOSITORY}
     done = await asyncio.to_thread(
         subprocess.run, argv, env=env, capture_output=True, timeout=GUARD
@@ -764,10 +542,8 @@ async def test_a_platform_process_that_exits(
         await runtime.kill("lasting")
     else:
         await until(lambda: not procfs.is_running(info.pid, info.start_time), "the root to die")
-        await until(lambda: not procfs.is_running(info.init_pid), "its init to die")
-        if not isolate:  # (inside a PID namespace the pid means nothing to the host)
-            orphan = int(home_file(spec, "orphan.pid"))
-            await until(lambda: not procfs.is_running(orphan), "the orphan to die")
+        orphan = int(home_file(spec, "orphan.pid"))
+        await until(lambda: not procfs.is_running(orphan), "the orphan to die")
         if info.cgroup:
             procs = Path(info.cgroup) / "cgroup.procs"
             await until(lambda: not list(procfs.pids_in([procs])), "its cgroup to empty")

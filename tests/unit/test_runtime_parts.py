@@ -1,27 +1,17 @@
-"""The process runtime's pure parts: /proc parsing, command lines, environment, DNS."""
+"""The runtimes' pure parts: /proc parsing, command lines, environment, DNS."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from wakeproxy.platform.runtime import (
-    cgroups,
-    launch,
-    namespaces,
-    netstack,
-    procfs,
-    sandbox_init,
-    userland,
-)
+from wakeproxy.platform.runtime import cgroups, launch, netstack, procfs, sandbox_init, userland
 from wakeproxy.platform.runtime.capabilities import Capabilities
 from wakeproxy.platform.runtime.cgroups import Hierarchy
 from wakeproxy.platform.runtime.health import status_ok
-from wakeproxy.platform.runtime.namespaces import Isolation
 from wakeproxy.platform.runtime.netstack import NetStack
 
 # -- /proc ----------------------------------------------------------------------------------
@@ -95,30 +85,19 @@ def test_without_freezer_membership_only_v2_is_a_candidate() -> None:
 # -- command lines ---------------------------------------------------------------------------
 
 
-def test_the_root_is_layered_pdeathsig_then_cgroup_then_namespaces_then_init() -> None:
+def test_the_root_is_layered_pdeathsig_then_cgroup_then_init() -> None:
     group = Path("/sys/fs/cgroup/freezer/w/sbx")
-    argv = launch.root_argv(isolated=True, user_namespace=False, group=group, pdeathsig=True)
-    assert argv[:4] == ["setpriv", "--pdeathsig", "KILL", "--"]
+    argv = launch.root_argv(group=group, pdeathsig=True)
+    # TERM, not KILL: the init ends its tree before it goes (see sandbox_init).
+    assert argv[:4] == ["setpriv", "--pdeathsig", "TERM", "--"]
     assert argv[4:6] == ["sh", "-c"]
     assert argv[7] == str(group / "cgroup.procs")
-    unshare = argv.index("unshare")
-    assert argv[unshare:].index("--") < argv[unshare:].index("-I")
-    assert {"--net", "--pid", "--mount", "--fork", "--kill-child=KILL", "--mount-proc"} <= set(
-        argv[unshare:]
-    )
-    assert "--user" not in argv
     assert argv[-2:] == ["-I", str(launch.INIT_SCRIPT)]
 
 
-def test_a_root_without_namespaces_cgroup_or_pdeathsig_is_just_the_init() -> None:
-    argv = launch.root_argv(isolated=False, user_namespace=False, group=None, pdeathsig=False)
+def test_a_root_without_cgroup_or_pdeathsig_is_just_the_init() -> None:
+    argv = launch.root_argv(group=None, pdeathsig=False)
     assert argv[1:] == ["-I", str(launch.INIT_SCRIPT)]
-
-
-def test_an_unprivileged_root_adds_a_user_namespace_mapping_us_to_root() -> None:
-    argv = namespaces.unshare_argv(["init"], user_namespace=True)
-    assert argv[1:3] == ["--user", "--map-root-user"]
-    assert argv[-1] == "init"
 
 
 def test_the_cgroup_is_joined_by_a_shell_that_then_execs() -> None:
@@ -138,23 +117,17 @@ def test_agent_arguments() -> None:
 
 def test_init_config_carries_every_setting_the_init_reads() -> None:
     config = launch.InitConfig(
-        isolated=True,
-        home="/home/user",
-        home_source=Path("/data/s/home"),
-        hide=["/data"],
+        home="/data/s/home",
         shim_dir="/data/.bin",
         shims={"python": "/usr/bin/python3"},
-        broker=Path("/data/s/broker.sock"),
-        resolv_conf=None,
-        env={"HOME": "/home/user"},
+        env={"HOME": "/data/s/home"},
         argv=["agent"],
     )
     document = json.loads(config.to_json())
     init_source = Path(sandbox_init.__file__).read_text()
     for key in document:
         assert f'config["{key}"]' in init_source, key
-    assert document["loopback"] is True
-    assert document["home_source"] == "/data/s/home"
+    assert document["shims"] == {"python": "/usr/bin/python3"}
 
 
 # -- network stacks --------------------------------------------------------------------------
@@ -257,15 +230,6 @@ def test_sandbox_env_has_home_path_and_pip_to_home_and_nothing_secret() -> None:
     assert "VIRTUAL_ENV" not in env
 
 
-def test_the_data_dir_is_hidden_unless_something_needed_lives_below_it() -> None:
-    data = Path("/srv/wakeproxy")
-    assert userland.folders_to_hide(data, [Path("/usr/bin/python3")]) == ["/srv/wakeproxy"]
-    assert userland.folders_to_hide(data, [Path("/srv/wakeproxy/venv/bin/python")]) == []
-    assert userland.folders_to_hide(data, [Path("/srv/wakeproxy")]) == []
-    assert userland.folders_to_hide(Path("/"), []) == []
-    assert userland.folders_to_hide(Path("/home"), [Path("/home/user")]) == []
-
-
 # -- small things ----------------------------------------------------------------------------
 
 
@@ -284,27 +248,10 @@ def test_health_status_line(line: bytes, ok: bool) -> None:
     assert status_ok(line) is ok
 
 
-def test_a_long_unix_socket_path_is_reached_through_its_folder(tmp_path: Path) -> None:
-    short, fd = sandbox_init.unix_address("/tmp/x.sock")
-    assert (short, fd) == ("/tmp/x.sock", None)
-    deep = tmp_path / ("d" * 100)
-    deep.mkdir()
-    address, folder = sandbox_init.unix_address(str(deep / "broker.sock"))
-    try:
-        assert folder is not None
-        assert address == f"/proc/self/fd/{folder}/broker.sock"
-    finally:
-        if folder is not None:
-            os.close(folder)
-
-
 def _capabilities(**changes: object) -> Capabilities:
     fields: dict[str, object] = {
-        "isolation": Isolation(True, False),
         "hierarchy": Hierarchy("cgroup1", Path("/cg")),
         "no_cgroup_reason": "",
-        "netstack": NetStack("pasta", "pasta"),
-        "setns": True,
         "pdeathsig": True,
     }
     fields.update(changes)
@@ -312,16 +259,13 @@ def _capabilities(**changes: object) -> Capabilities:
 
 
 def test_warnings_say_what_is_missing() -> None:
-    assert _capabilities().warnings(allow_internet=True) == ()
-    no_stack = _capabilities(netstack=None)
-    assert "install passt" in " ".join(no_stack.warnings(allow_internet=True))
-    assert no_stack.warnings(allow_internet=False) == ()
-    shared = _capabilities(isolation=Isolation(False, False, "no unshare"), netstack=None)
-    (warning,) = shared.warnings(allow_internet=True)
+    (warning,) = _capabilities().warnings()
     assert "not isolated" in warning
-    assert "no unshare" in warning
     signals = _capabilities(hierarchy=None, no_cgroup_reason="read-only")
-    assert "SIGSTOP" in " ".join(signals.warnings(allow_internet=True))
+    assert "SIGSTOP" in " ".join(signals.warnings())
+    assert "read-only" in " ".join(signals.warnings())
+    orphans = _capabilities(pdeathsig=False)
+    assert "setpriv" in " ".join(orphans.warnings())
 
 
 def test_a_new_home_gets_skel_files_and_a_profile_that_restores_path(tmp_path: Path) -> None:

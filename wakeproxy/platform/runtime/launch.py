@@ -1,16 +1,16 @@
-"""Starting a sandbox's processes: command lines, the init's settings, our children.
+"""Starting processes: command lines, the plain-process init's settings, our children.
 
-The first process of a sandbox is built from layers, outermost first; each layer execs
-the next, so they are all one process (the "root", our child):
+A `ProcessRuntime` sandbox's first process is built from layers, outermost first; each
+layer execs the next, so they are all one process (the "root", our child):
 
-    setpriv --pdeathsig KILL --          dies with this process (unless it should survive;
-                                         TERM without namespaces, see `sandbox_init`)
+    setpriv --pdeathsig TERM --          dies with this process (unless it should survive;
+                                         on TERM the init ends its tree, see `sandbox_init`)
     sh -c 'echo $$ > cgroup.procs' ...   joins the sandbox's cgroup before anything forks
-    unshare --net --pid --mount --fork   new namespaces; forks PID 1 and waits for it
-    python -I sandbox_init.py            PID 1: mounts, loopback, then starts the agent
+    python -I sandbox_init.py            the init: starts the agent, reaps, ends the tree
 
 Children are spawned with posix_spawn and reaped with waitpid by us (not `Popen`), so a
 runtime can forget a sandbox it leaves running for a restarted platform to adopt.
+`RuncRuntime` uses `wrap`, `spawn` and `Child` for its network stack.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wakeproxy.platform.runtime import cgroups, namespaces, procfs
+from wakeproxy.platform.runtime import cgroups, procfs
 
 AGENT_COMMAND = (
     sys.executable,
@@ -44,7 +44,6 @@ agent's modules."""
 TOKEN_ENV = "WAKEPROXY_AGENT_TOKEN"
 """The agent reads its token from here (and removes it from what it runs): a `--token`
 argument would show in every host user's process list."""
-HOME_INSIDE = "/home/user"
 INIT_SCRIPT = Path(__file__).with_name("sandbox_init.py")
 MARKER = "WAKEPROXY_SANDBOX"
 """Environment variable naming `<runtime key>/<sandbox id>` in the root and the network
@@ -55,15 +54,10 @@ def agent_argv(command: Sequence[str], port: int, home: str) -> list[str]:
     return [*command, "--port", str(port), "--home", home]
 
 
-def root_argv(
-    *, isolated: bool, user_namespace: bool, group: Path | None, pdeathsig: bool
-) -> list[str]:
-    argv = [sys.executable, "-I", str(INIT_SCRIPT)]
-    if isolated:
-        argv = namespaces.unshare_argv(argv, user_namespace=user_namespace)
-        return wrap(argv, group=group, pdeathsig=pdeathsig)
+def root_argv(*, group: Path | None, pdeathsig: bool) -> list[str]:
     # Without a PID namespace nothing ends the init's descendants with it: on SIGTERM the
     # init ends them first (SIGKILL would give it no chance).
+    argv = [sys.executable, "-I", str(INIT_SCRIPT)]
     return wrap(argv, group=group, pdeathsig=pdeathsig, signal="TERM")
 
 
@@ -74,35 +68,31 @@ def wrap(
     process dies."""
     if group is not None:
         argv = cgroups.join_argv(group, argv)
-    return namespaces.pdeathsig_argv(argv, signal) if pdeathsig else argv
+    return pdeathsig_argv(argv, signal) if pdeathsig else argv
+
+
+def pdeathsig_argv(argv: Sequence[str], signal: str = "KILL") -> list[str]:
+    """`argv` with `signal` as its parent-death signal: sent when the process (really: the
+    thread) that started it dies. The setting survives exec, and is set before exec so
+    there is no window in which the parent could die unnoticed."""
+    return ["setpriv", "--pdeathsig", signal, "--", *argv]
 
 
 @dataclass(frozen=True, slots=True)
 class InitConfig:
     """What `sandbox_init` reads (see its docstring)."""
 
-    isolated: bool
     home: str
-    home_source: Path
-    hide: Sequence[str]
     shim_dir: str
     shims: Mapping[str, str]
-    broker: Path | None
-    resolv_conf: Path | None
     env: Mapping[str, str]
     argv: Sequence[str]
 
     def to_json(self) -> bytes:
         document: dict[str, Any] = {
-            "isolated": self.isolated,
-            "loopback": self.isolated,
             "home": self.home,
-            "home_source": str(self.home_source),
-            "hide": list(self.hide),
             "shim_dir": self.shim_dir,
             "shims": dict(self.shims),
-            "broker": None if self.broker is None else str(self.broker),
-            "resolv_conf": None if self.resolv_conf is None else str(self.resolv_conf),
             "env": dict(self.env),
             "argv": list(self.argv),
         }

@@ -1,29 +1,29 @@
-"""`ProcessRuntime`: sandboxes as Linux process trees (the embedded backend's `Runtime`).
+"""`ProcessRuntime`: sandboxes as plain process trees on this machine, with no namespaces
+(`platform.isolation = "none"`, for trusted code; `RuncRuntime` in `containers` is the
+isolated default).
 
 A sandbox's processes, from the host's point of view (see `launch` for the root's layers):
 
     this process
-     ├─ root: unshare (host PID namespace; in the sandbox's network and mount namespaces)
-     │   └─ init: sandbox_init.py (PID 1 inside)
-     │       └─ agent (envd-compatible)  ─▶ whatever the user runs
-     └─ network stack: pasta or slirp4netns, when the sandbox may reach the internet
+     └─ root: sandbox_init.py (a child subreaper)
+         └─ agent (envd-compatible)  ─▶ whatever the user runs
 
-All of them are in the sandbox's cgroup, created before the root starts. Without
-namespaces (or with `isolate=False`) the root is the init itself, the agent listens on a
-free host port and HOME is the sandbox's real folder.
+All of them are in the sandbox's cgroup, created before the root starts. The agent
+listens on a free host port (the E2B agent port maps to it) and HOME is the sandbox's real
+folder; sandboxes share the host's network.
 
-Lifetime: by default every sandbox dies with this process (the root and the stack carry
-PR_SET_PDEATHSIG, and PID 1's death ends its namespace). With `survive_restart=True`
-they outlive it, and a restarted platform takes them back with `adopt` (or ends them
-with `kill`, which also finds processes it has no handle on, by cgroup and by a marker in
+Lifetime: by default every sandbox dies with this process (the root carries
+PR_SET_PDEATHSIG, and the init then ends its tree). With `survive_restart=True` they
+outlive it, and a restarted platform takes them back with `adopt` (or ends them with
+`kill`, which also finds processes it has no handle on, by cgroup and by a marker in
 their environment). Processes are started on the event loop's thread: the parent-death
 signal follows the thread that started a process, so that thread must live as long as
 the platform.
 
 Errors (all `WakeproxyError`s):
     SandboxStartError       the agent died or did not answer /health in time (its output)
-    SandboxUnsupported      no internet access asked for where sandboxes share the
-                            host's network (no namespaces)
+    SandboxUnsupported      no internet access asked for (sandboxes share the host's
+                            network, so there is nothing to take away)
     SandboxNotRunning       freeze/thaw of a sandbox this runtime does not run
     FreezeError             processes would not stop, or end, in time
 `open_socket` raises ConnectionRefusedError when nothing listens or the sandbox is not
@@ -50,7 +50,7 @@ from wakeproxy.platform.contracts import (
     SandboxUnsupported,
 )
 from wakeproxy.platform.runtime import capabilities, cgroups, exitwatch, launch, sockets, starting
-from wakeproxy.platform.runtime.capabilities import Capabilities, Choices
+from wakeproxy.platform.runtime.capabilities import Capabilities
 from wakeproxy.platform.runtime.freezer import FreezeError
 from wakeproxy.platform.runtime.health import agent_is_healthy
 from wakeproxy.platform.runtime.sandbox import Sandbox, end_leftovers, reattach
@@ -75,21 +75,15 @@ class ProcessRuntime:
         data_dir: Path,
         agent_command: Sequence[str] | None = None,
         *,
-        isolate: bool = True,
         freezer: str = "auto",
-        netstack: str = "auto",
         survive_restart: bool = False,
         start_timeout: float = 20.0,
         connect_timeout: float = 10.0,
-        user_namespace: bool | None = None,
-        socket_broker: bool | None = None,
     ) -> None:
-        """`agent_command`: the agent, to which `--port P --home H [--token T]` is added
-        (default: `python -m wakeproxy.platform.agent`). `freezer`: "auto", "cgroup1",
-        "cgroup2" or "signal". `netstack`: "auto", "pasta", "slirp4netns" or "none".
-        `user_namespace` / `socket_broker`: None picks what this process needs (both are
-        for unprivileged platforms; True forces them, for tests)."""
-        self._choices = Choices(isolate, freezer, netstack, user_namespace, socket_broker)
+        """`agent_command`: the agent, to which `--port P --home H` is added (default:
+        `python -m wakeproxy.platform.agent`). `freezer`: "auto", "cgroup1", "cgroup2" or
+        "signal"."""
+        self._freezer = freezer
         key = capabilities.runtime_key(Path(data_dir))
         self._settings = Settings(
             data_dir=Path(data_dir),
@@ -100,7 +94,6 @@ class ProcessRuntime:
         )
         self._key = key
         self._connect_timeout = connect_timeout
-        self._sockets = sockets.NamespaceSockets()
         self._caps: Capabilities | None = None
         self._detecting = asyncio.Lock()
         self._sandboxes: dict[str, Sandbox] = {}
@@ -113,8 +106,7 @@ class ProcessRuntime:
         (and its warnings logged once)."""
         async with self._detecting:
             if self._caps is None:
-                own = self._sockets.own_namespace
-                self._caps = await capabilities.detect(self._choices, self._key, own)
+                self._caps = await capabilities.detect(self._freezer, self._key)
             return self._caps
 
     # -- Runtime protocol -------------------------------------------------------------------
@@ -123,13 +115,12 @@ class ProcessRuntime:
         """Start the sandbox; returns once its agent answers GET /health."""
         caps = await self.capabilities()
         sandbox_id = checked_id(spec.sandbox_id)
-        if not spec.allow_internet and not caps.isolation.namespaces:
+        if not spec.allow_internet:
             # Sharing the host's network would grant what the sandbox was to be denied.
-            reason = caps.isolation.reason or "isolation turned off"
             raise SandboxUnsupported(
                 "allow_internet_access=false needs a network namespace for the sandbox, "
-                f"and this machine gives none ({reason}): sandboxes here share the host's "
-                "network"
+                "and plain-process sandboxes (isolation none) have none: they share the "
+                "host's network"
             )
         if sandbox_id in self._sandboxes or sandbox_id in self._starting:
             raise WakeproxyError(f"sandbox {sandbox_id} is already running")
@@ -139,7 +130,7 @@ class ProcessRuntime:
             (spec.root / "home").mkdir(parents=True, exist_ok=True)
             sandbox = starting.launch_root(spec, caps, self._settings)
             try:
-                await self._bring_up(sandbox, spec, caps)
+                await self._wait_healthy(sandbox, spec.agent_token)
             except BaseException:
                 await sandbox.end()
                 raise
@@ -169,10 +160,10 @@ class ProcessRuntime:
         sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             raise ConnectionRefusedError(f"sandbox {sandbox_id} is not running")
-        if not sandbox.info.isolated_network and port == AGENT_PORT:
+        if port == AGENT_PORT:
             port = sandbox.info.agent_port
         async with asyncio.timeout(self._connect_timeout):
-            return await sockets.connect(await self._new_socket(sandbox), port)
+            return await sockets.connect(sockets.host_socket(), port)
 
     async def probe_port(self, sandbox_id: str, port: int) -> bool:
         """Whether something accepts connections on `port` in the sandbox (connects and
@@ -193,7 +184,7 @@ class ProcessRuntime:
         if sandbox_id in self._sandboxes:
             return True
         marker = self._settings.marker(sandbox_id)
-        sandbox = reattach(info, marker, caps.hierarchy, spec.root / "broker.sock")
+        sandbox = reattach(info, marker, caps.hierarchy)
         if sandbox is None:
             await self._end_leftovers(sandbox_id)
             return False
@@ -201,7 +192,7 @@ class ProcessRuntime:
         return True
 
     def on_exit(self, listener: ExitListener) -> None:
-        """`listener` hears of every sandbox whose root ends by itself (its init, the
+        """`listener` hears of every sandbox whose root ends by itself (its init with the
         agent, or the whole tree killed from outside); see `Runtime.on_exit`."""
         self._exit_listeners.append(listener)
 
@@ -230,10 +221,7 @@ class ProcessRuntime:
         for watch in self._watches.values():
             watch.cancel()
         self._watches.clear()
-        for sandbox in self._sandboxes.values():
-            sandbox.close()
         self._sandboxes.clear()
-        self._sockets.close()
         if self._caps is not None and self._caps.hierarchy is not None:
             cgroups.remove_base(self._caps.hierarchy)
 
@@ -248,8 +236,8 @@ class ProcessRuntime:
 
     def _exited(self, sandbox_id: str, sandbox: Sandbox, status: exitwatch.Status) -> None:
         # The sandbox stays held until the listener's owner kills it: that ends what its
-        # root leaves behind (the network stack, processes that left the PID namespace's
-        # reach without one) and removes its cgroup.
+        # root leaves behind (processes that escaped the init's tree) and removes its
+        # cgroup.
         if self._sandboxes.get(sandbox_id) is not sandbox:
             return
         self._watches.pop(sandbox_id, None)
@@ -261,12 +249,6 @@ class ProcessRuntime:
             except Exception:
                 log.exception("a sandbox exit listener failed")
 
-    async def _bring_up(self, sandbox: Sandbox, spec: SandboxSpec, caps: Capabilities) -> None:
-        if sandbox.info.isolated_network:
-            await starting.find_init(sandbox, self._settings.start_timeout)
-        await starting.attach_network(sandbox, spec, caps, self._settings)
-        await self._wait_healthy(sandbox, spec.agent_token)
-
     async def _wait_healthy(self, sandbox: Sandbox, token: str | None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.start_timeout
@@ -275,25 +257,13 @@ class ProcessRuntime:
                 raise SandboxStartError(starting.failure("exited", sandbox))
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(1.0):
-                    sock = await self._new_socket(sandbox)
-                    await sockets.connect(sock, sandbox.info.agent_port)
+                    sock = await sockets.connect(sockets.host_socket(), sandbox.info.agent_port)
                 if await agent_is_healthy(sock, token):
                     return
             if loop.time() >= deadline:
                 what = f"did not answer GET /health within {self._settings.start_timeout:g} s"
                 raise SandboxStartError(starting.failure(what, sandbox))
             await asyncio.sleep(0.01)
-
-    async def _new_socket(self, sandbox: Sandbox) -> socket.socket:
-        """An unconnected socket in the sandbox's network namespace (or ours, when it
-        shares the host's)."""
-        if sandbox.netns is None:
-            return sockets.host_socket()
-        if (await self.capabilities()).setns:
-            return self._sockets.create(sandbox.netns)
-        if sandbox.broker is None:
-            raise ConnectionRefusedError("no way into the sandbox's network namespace")
-        return await asyncio.to_thread(sockets.broker_socket, sandbox.broker, self._connect_timeout)
 
     async def _end_leftovers(self, sandbox_id: str) -> None:
         caps = await self.capabilities()

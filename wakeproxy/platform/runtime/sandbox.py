@@ -1,8 +1,7 @@
-"""One running sandbox as the runtime holds it, and ending it for good."""
+"""One running plain-process sandbox as `ProcessRuntime` holds it, and ending it for good."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from dataclasses import dataclass, replace
@@ -29,44 +28,25 @@ class Sandbox:
     info: RuntimeInfo
     root: Child
     group: ProcessGroup
-    stack: Child | None = None
-    """The network stack (pasta or slirp4netns), when one is attached."""
-    netns: int | None = None
-    """An open descriptor of its network namespace, None when it shares the host's. Held
-    open, it cannot be mistaken for a later namespace whose PID 1 reuses the pid."""
-    broker: Path | None = None
-    """The init's socket broker (for a platform that may not setns)."""
     log: Path = Path(os.devnull)
     log_offset: int = 0
     """Where this start's output begins in `log`."""
 
-    def close(self) -> None:
-        """Let go of the namespace descriptor (the processes are not touched)."""
-        if self.netns is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.netns)
-            self.netns = None
-
     async def end(self) -> None:
-        """SIGKILL the whole tree, the root and the network stack; wait until all are gone
-        and the cgroup is removed."""
+        """SIGKILL the whole tree and the root; wait until all are gone and the cgroup is
+        removed."""
         try:
             await self.group.kill()
         finally:
-            children = [child for child in (self.root, self.stack) if child is not None]
-            for child in children:
-                child.signal(signal.SIGKILL)
-            self.close()
-        if not await poll_until(lambda: not any(c.alive() for c in children), END_TIMEOUT):
-            raise FreezeError(f"processes {[c.pid for c in children]} did not end")
+            self.root.signal(signal.SIGKILL)
+        if not await poll_until(lambda: not self.root.alive(), END_TIMEOUT):
+            raise FreezeError(f"process {self.root.pid} did not end")
 
 
 def group_for(info: RuntimeInfo, root: Child) -> ProcessGroup:
-    """The freezer that `info` records; signals go to the tree below its init."""
+    """The freezer that `info` records; signals go to the tree below the root (the init)."""
     if info.cgroup:
         return cgroup_group(info.freezer, Path(info.cgroup))
-    if info.init_pid and info.init_pid != root.pid:
-        return SignalGroup(info.init_pid, info.init_start_time)
     return SignalGroup(root.pid, root.start_time)
 
 
@@ -79,21 +59,21 @@ async def end_leftovers(marker: str, group: Path | None, kind: str) -> None:
     platform that crashed): those in its cgroup, and those carrying its marker."""
     if group is not None:
         await cgroup_group(kind, group).kill()  # nothing to do when there is no such group
-    # The marked processes are the root and the network stack; with the root goes the
-    # tree below it (without a PID namespace, orphans stay below the init, a subreaper).
+    # The marked process is the root; with it goes the tree below it (orphans stay below
+    # the init, a subreaper).
     for pid in procfs.find_by_environ(launch.MARKER, marker):
         root = Child.of(pid)
         await SignalGroup(root.pid, root.start_time).kill()
         root.alive()  # reaps it, if it is our child
 
 
-def reattach(
-    info: RuntimeInfo, marker: str, hierarchy: Hierarchy | None, broker: Path
-) -> Sandbox | None:
+def reattach(info: RuntimeInfo, marker: str, hierarchy: Hierarchy | None) -> Sandbox | None:
     """Take back the sandbox `info` describes, if its root is still running and carries
     `marker`; None when it is gone, or when it was to end with a platform process that
     is gone (`RuntimeInfo.ends_with_platform`). Fields that older records lack (start
-    times, PID 1, the cgroup) are found again from /proc and the cgroup tree."""
+    times, the cgroup) are found again from /proc and the cgroup tree."""
+    if info.isolated_network:
+        return None  # a container's record (`RuncRuntime`); plain processes have none
     root = Child(info.pid, info.start_time)
     environ = procfs.read_environ(info.pid) if root.alive() else None
     if environ is None or environ.get(launch.MARKER) != marker:
@@ -102,15 +82,7 @@ def reattach(
     if info.ends_with_platform and (stat is None or stat.ppid != os.getpid()):
         return None  # its platform (its parent) died; only this process may take it back
     info = _complete(info, root, hierarchy, marker.rsplit("/", 1)[1])
-    sandbox = Sandbox(info=info, root=root, group=group_for(info, root))
-    if info.isolated_network:
-        if not Child(info.init_pid, info.init_start_time).alive():
-            return None
-        sandbox.netns = os.open(f"/proc/{info.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        sandbox.broker = broker
-    if info.netstack_pid:
-        sandbox.stack = Child(info.netstack_pid, info.netstack_start_time)
-    return sandbox
+    return Sandbox(info=info, root=root, group=group_for(info, root))
 
 
 def _complete(
@@ -120,10 +92,7 @@ def _complete(
     if not info.start_time and stat is not None:
         info = replace(info, start_time=stat.start_time)
     if not info.init_pid:
-        children = procfs.children_of(root.pid) if info.isolated_network else [root.pid]
-        if children:
-            init = Child.of(children[0])
-            info = replace(info, init_pid=init.pid, init_start_time=init.start_time)
+        info = replace(info, init_pid=root.pid, init_start_time=info.start_time)
     if not info.freezer and hierarchy is not None:
         group = hierarchy.group(sandbox_id)
         if root.pid in procfs.pids_in([group / "cgroup.procs"]):

@@ -4,33 +4,49 @@ A socket belongs to the network namespace it was created in, whatever thread lat
 it. So creating the socket inside the sandbox's namespace is enough; connecting and all
 traffic then happen on the event loop like for any other socket.
 
-Two ways to create it:
-  - `NamespaceSockets` (root, or CAP_SYS_ADMIN): the calling thread enters the namespace
-    with setns(2), creates the socket and returns to its own namespace at once. setns
-    changes only the calling thread, and nothing else runs on it in between (no await),
-    so no other socket is created there. This is done inline rather than on a helper
-    thread because it costs ~10 µs, where a hop to a thread and back costs ~65 µs on
-    every new upstream connection. Going back cannot fail short of the kernel running
-    out of memory (we hold a descriptor of our namespace and the rights that just let us
-    leave it); if it ever did, this thread would create every later socket, of any
-    kind, inside a sandbox, so the process stops instead.
-  - `broker_socket` (an unprivileged platform may not setns): the sandbox's init creates
-    it and passes the descriptor over a unix socket (SCM_RIGHTS).
+`NamespaceSockets` makes it (as root, or with CAP_SYS_ADMIN): the calling thread enters the
+namespace with setns(2), creates the socket and returns to its own namespace at once. setns
+changes only the calling thread, and nothing else runs on it in between (no await),
+so no other socket is created there. This is done inline rather than on a helper
+thread because it costs ~10 µs, where a hop to a thread and back costs ~65 µs on
+every new upstream connection. Going back cannot fail short of the kernel running
+out of memory (we hold a descriptor of our namespace and the rights that just let us
+leave it); if it ever did, this thread would create every later socket, of any
+kind, inside a sandbox, so the process stops instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import socket
-from pathlib import Path
-
-from wakeproxy.platform.runtime.namespaces import CLONE_NEWNET, setns
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+CLONE_NEWNET = 0x40000000
+
+
+def _libc_setns() -> Callable[[int, int], int]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = libc.setns
+    function.argtypes = (ctypes.c_int, ctypes.c_int)
+    function.restype = ctypes.c_int
+    return function
+
+
+_setns = _libc_setns()
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Move the calling *thread* into the namespace `fd` refers to (Python 3.11 has no
+    os.setns)."""
+    if _setns(fd, nstype) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
 
 
 class NamespaceSockets:
@@ -71,32 +87,6 @@ class NamespaceSockets:
         if self._own >= 0:
             os.close(self._own)
             self._own = -1
-
-
-def broker_socket(path: Path, timeout: float) -> socket.socket:
-    """Blocking: ask the sandbox's init at `path` for a TCP socket of its namespace."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        _connect_unix(conn, path)
-        conn.sendall(b"4\n")
-        message, fds, _, _ = socket.recv_fds(conn, 256, 1)
-    if not fds:
-        raise ConnectionError(f"sandbox socket broker: {message.decode(errors='replace')}")
-    sock = socket.socket(fileno=fds[0])
-    sock.setblocking(False)
-    return sock
-
-
-def _connect_unix(conn: socket.socket, path: Path) -> None:
-    # sun_path holds 108 bytes; a longer path is reached through a folder descriptor.
-    if len(bytes(path)) < 100:
-        conn.connect(str(path))
-        return
-    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
-    try:
-        conn.connect(f"/proc/self/fd/{folder}/{path.name}")
-    finally:
-        os.close(folder)
 
 
 async def connect(sock: socket.socket, port: int) -> socket.socket:

@@ -101,19 +101,6 @@ def sandbox_env(
     return env
 
 
-def folders_to_hide(data_dir: Path, keep_visible: Iterable[Path]) -> list[str]:
-    """The data dir, unless hiding it would hide something the sandbox needs (the
-    Python that runs its init and agent, the agent's files, /home)."""
-    hidden = Path(os.path.abspath(data_dir))
-    if hidden == Path("/"):
-        return []
-    for path in keep_visible:
-        path = Path(os.path.abspath(path))
-        if path == hidden or hidden in path.parents:
-            return []
-    return [str(hidden)]
-
-
 LOGIN_FILES = (".bash_profile", ".bash_login", ".profile")
 RESTORE_PATH = """\
 # Login shells (`bash -l`) get PATH reset by /etc/profile; the sandbox's own PATH finds
