@@ -78,11 +78,6 @@ def descendants(root: int, table: Mapping[int, ProcStat]) -> list[int]:
     return found
 
 
-def children_of(pid: int) -> list[int]:
-    table = process_table()
-    return sorted(p for p, stat in table.items() if stat.ppid == pid)
-
-
 def parse_environ(data: bytes) -> dict[str, str]:
     env = {}
     for item in data.split(b"\0"):
