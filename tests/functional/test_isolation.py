@@ -279,3 +279,19 @@ def oom_kills(memory_oom_control: Path) -> int:
         if line.startswith("oom_kill "):
             return int(line.split()[1])
     return 0
+
+
+def test_user_has_passwordless_sudo_to_root_inside_only(scene: Scene) -> None:
+    # setuid cannot work under no_new_privs: `sudo` asks the agent, which is root inside.
+    # (Sandbox b: the fork bomb's test ends a.)
+    assert run(scene.b, "sudo id -u; sudo -u root whoami; id -un") == (0, "0\nroot\nuser\n")
+    planting = "echo planted | sudo tee /etc/planted >/dev/null; cat /etc/planted"
+    assert run(scene.b, planting) == (0, "planted\n")
+    assert run(scene.b, "sudo sh -c 'exit 3'")[0] == 3
+    assert run(scene.b, "sudo -i pwd") == (0, "/root\n")
+    code, out = run(scene.b, "sudo no-such-command")
+    assert (code, "command not found" in out) == (1, True)
+    # Root through sudo is the sandbox's root: still no way to the host's files.
+    code, out = run(scene.b, f"sudo cat {scene.host_secret}")
+    assert code != 0
+    assert SECRET not in out

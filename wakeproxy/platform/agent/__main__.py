@@ -39,6 +39,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="act as the sandbox's own `user` and `root` accounts (the agent runs as root)",
     )
+    parser.add_argument(
+        "--sudo-dir", help="put a passwordless `sudo` for `user` here (a folder on PATH)"
+    )
     return parser.parse_args(argv)
 
 
@@ -65,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env=env,
         reap_orphans=reaper,
         accounts=args.accounts,
+        sudo_dir=args.sudo_dir,
     )
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve(config))

@@ -17,12 +17,14 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from wakeproxy.platform.agent import auth, paths
 from wakeproxy.platform.agent.clock import ActiveClock
+from wakeproxy.platform.agent.elevate import Elevator
 from wakeproxy.platform.agent.files_http import FilesEndpoint
 from wakeproxy.platform.agent.filesystem_service import FilesystemService
 from wakeproxy.platform.agent.process import ProcessTable
@@ -56,6 +58,9 @@ class AgentConfig:
     accounts: bool = False
     """The sandbox has accounts of its own (`user`, `root`), and the agent, root there,
     acts as the one a request names (`paths.Users.from_accounts`)."""
+    sudo_dir: str | None = None
+    """Where to put `sudo` for `user` (a folder on the sandbox's PATH); None: no sudo
+    (`elevate`)."""
 
 
 def create_app(config: AgentConfig) -> web.Application:
@@ -78,9 +83,13 @@ def create_app(config: AgentConfig) -> web.Application:
     async def processes(_app: web.Application) -> AsyncIterator[None]:
         reaper.install(asyncio.get_running_loop())
         ticker = asyncio.create_task(clock.tick())
+        elevator = Elevator(reaper)
+        if config.sudo_dir is not None:
+            elevator.start(Path(config.sudo_dir))
         try:
             yield
         finally:
+            elevator.close()
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             reaper.uninstall()

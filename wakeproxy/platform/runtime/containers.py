@@ -319,7 +319,8 @@ class RuncRuntime:
         binds += [oci.Bind(f"/{name}", f"/{name}") for name in _userland_folders()]
         if resolv is not None:
             binds.append(oci.Bind(str(resolv), "/etc/resolv.conf"))
-        argv = [*agent_command(), "--port", str(AGENT_PORT), "--home", rootfs.HOME, "--accounts"]
+        argv = [*agent_command(), "--port", str(AGENT_PORT), "--home", rootfs.HOME, "--accounts",
+                "--sudo-dir", rootfs.SHIM_DIR]  # fmt: skip
         return oci.ContainerSpec(
             rootfs=str(merged),
             argv=argv,
