@@ -191,7 +191,9 @@ def pids_of(info: RuntimeInfo) -> set[int]:
 def command_lines(pids: set[int]) -> list[bytes]:
     found = []
     for pid in pids:
-        with contextlib.suppress(FileNotFoundError):
+        # A process that ends meanwhile (the sandbox's short-lived command) is skipped:
+        # its /proc entry goes between being listed and being read.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             found.append(Path(f"/proc/{pid}/cmdline").read_bytes())
     return found
 
